@@ -1,0 +1,95 @@
+"""deqcert: certified robustness of Deep Equilibrium Models.
+
+The documented Python API is re-exported here.  Heavy submodules are imported
+lazily, on first use of a name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import (
+    CheckpointError,
+    DataError,
+    DeqcertError,
+    OptionError,
+    PluginLoadError,
+    RegistrationError,
+    ResultsError,
+    UnknownNameError,
+)
+from .protocols import (
+    ABSTAIN,
+    Certificate,
+    Certifier,
+    EquilibriumModel,
+    FixedPointSolver,
+    NoiseSampler,
+    Prediction,
+    SolverResult,
+)
+from .registry import (
+    create_certifier,
+    create_dataset,
+    create_model,
+    create_noise,
+    create_solver,
+    list_certifiers,
+    list_datasets,
+    list_models,
+    list_noises,
+    list_solvers,
+)
+
+__version__ = "0.1.0"
+
+_LAZY: dict[str, str] = {
+    "save_checkpoint": "deqcert.checkpoint",
+    "load_checkpoint": "deqcert.checkpoint",
+    "checkpoint_metadata": "deqcert.checkpoint",
+    "default_checkpoint": "deqcert.checkpoint",
+    "train": "deqcert.train",
+    "TrainConfig": "deqcert.config",
+    "CertifyConfig": "deqcert.config",
+    "certify_dataset": "deqcert.certify.dataset",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'deqcert' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "ABSTAIN",
+    "Certificate",
+    "Certifier",
+    "CheckpointError",
+    "DataError",
+    "DeqcertError",
+    "EquilibriumModel",
+    "FixedPointSolver",
+    "NoiseSampler",
+    "OptionError",
+    "PluginLoadError",
+    "Prediction",
+    "RegistrationError",
+    "ResultsError",
+    "SolverResult",
+    "UnknownNameError",
+    "__version__",
+    "create_certifier",
+    "create_dataset",
+    "create_model",
+    "create_noise",
+    "create_solver",
+    "list_certifiers",
+    "list_datasets",
+    "list_models",
+    "list_noises",
+    "list_solvers",
+    *_LAZY,
+]
