@@ -19,10 +19,12 @@ class SolverResult:
     """Outcome of one batched fixed-point solve.
 
     Attributes:
-        z: ``(B, ...)`` final states (a converged sample's state is frozen at
-            the iterate where it met the tolerance).
+        z: ``(B, ...)`` final states: for a converged sample ``f(z_k)`` of the
+            iterate ``z_k`` whose residual met the tolerance (then frozen); for
+            the others the last update.
         nfe: number of evaluations of ``f`` (calls on the batch) spent.
-        residual: ``(B,)`` final residual per sample, in the solver's stop mode.
+        residual: ``(B,)`` last residual measured per sample (of the iterate the
+            returned state was computed from), in the solver's stop mode.
         steps: ``(B,)`` iterations each sample used before it converged or the
             budget ran out.
         converged: ``(B,)`` bool, residual at or below the tolerance.

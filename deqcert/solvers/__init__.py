@@ -1,1 +1,8 @@
-"""deqcert.solvers."""
+"""Batched fixed-point solvers: ``naive``, ``anderson``, ``broyden`` and ``chain``.
+
+They are registered through deqcert's ``deqcert.solvers`` entry points and
+built with :func:`deqcert.create_solver`.  All share one loop and one set of
+semantics (per-sample stopping and freezing, NFE and step counting, residuals):
+see :mod:`deqcert.solvers._common`.  Plugin solvers can check themselves
+against the same contract with :mod:`deqcert.testing.solvers`.
+"""

@@ -1,0 +1,205 @@
+"""Machinery shared by the certifiers: component specs, input checks, batched noisy solves.
+
+Everything here is per *batch*: noise is drawn for a whole batch on the
+input's device, the batch is solved in one call, and predictions are counted
+with ``bincount`` on the device, so the certifiers' loops run once per batch,
+never once per sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import torch
+from pydantic import BeforeValidator
+from torch import Tensor
+
+from ..errors import DataError
+from ..protocols import ABSTAIN, EquilibriumModel, FixedPointSolver, NoiseSampler, SolverResult
+
+
+def _from_spec(spec: Any, kind: str, required: tuple[str, ...]) -> Any:
+    """An object as is, or ``{"name": ..., **options}`` / ``"name"`` built by the registry."""
+    from .. import registry
+
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if isinstance(spec, dict):
+        options = dict(spec)
+        name = options.pop("name", None)
+        if not isinstance(name, str):
+            raise ValueError(f"a {kind} spec needs a 'name' key, got {spec!r}")
+        return registry.REGISTRIES[kind].create(name, **options)
+    missing = [attr for attr in required if not hasattr(spec, attr)]
+    if missing:
+        raise ValueError(
+            f"expected a {kind} object (with {', '.join(required)}) or a "
+            f"{{'name': ..., **options}} spec, got {type(spec).__name__}"
+        )
+    return spec
+
+
+def as_noise(spec: Any) -> NoiseSampler:
+    """A :class:`~deqcert.protocols.NoiseSampler` from an object or a spec."""
+    return _from_spec(spec, "noise", ("sample", "radius", "norm"))  # type: ignore[no-any-return]
+
+
+def as_solver(spec: Any) -> FixedPointSolver:
+    """A :class:`~deqcert.protocols.FixedPointSolver` from an object or a spec."""
+    return _from_spec(spec, "solver", ("solve",))  # type: ignore[no-any-return]
+
+
+NoiseOption = Annotated[Any, BeforeValidator(as_noise)]
+"""Option type: a noise sampler or a ``{"name": ..., **options}`` spec."""
+
+SolverOption = Annotated[Any, BeforeValidator(as_solver)]
+"""Option type: a fixed-point solver or a ``{"name": ..., **options}`` spec."""
+
+
+def default_solver(**options: Any) -> FixedPointSolver:
+    """An Anderson solver with ``options`` (used for the certifiers' defaults)."""
+    return as_solver({"name": "anderson", **options})
+
+
+def describe(component: Any) -> dict[str, Any]:
+    """``component.describe()`` if it has one, else its class name."""
+    if hasattr(component, "describe"):
+        return dict(component.describe())
+    return {"name": type(component).__name__}
+
+
+def batch_sizes(total: int, batch_size: int) -> Iterator[int]:
+    """Sizes of the batches covering ``total`` samples; the last one may be short."""
+    full, rest = divmod(total, batch_size)
+    yield from [batch_size] * full
+    if rest:
+        yield rest
+
+
+def check_input(model: EquilibriumModel, x: Any, generator: torch.Generator) -> None:
+    """Raise :class:`DataError` unless ``x`` is one finite ``(C, H, W)`` input for ``model``."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise DataError(f"the input must be a floating-point tensor, got {_kind(x)}")
+    expected = getattr(model, "input_shape", None)
+    if expected is not None and tuple(x.shape) != tuple(expected):
+        raise DataError(f"expected one input of shape {tuple(expected)}, got {tuple(x.shape)}")
+    if x.dim() < 1:
+        raise DataError("the input must have at least one dimension, e.g. (C, H, W)")
+    if not bool(torch.isfinite(x).all()):
+        raise DataError("the input contains NaN or infinite values")
+    if x.device.type != generator.device.type:
+        raise DataError(
+            f"the input is on {x.device} but the generator on {generator.device}; "
+            "create the generator on the input's device"
+        )
+
+
+def _kind(x: Any) -> str:
+    if isinstance(x, Tensor):
+        return f"a {x.dtype} tensor"
+    return type(x).__name__
+
+
+@contextmanager
+def evaluating(model: Any) -> Iterator[None]:
+    """Evaluation mode and ``torch.inference_mode`` for the block.
+
+    Every submodule's training flag is restored afterwards, exactly as it was.
+    """
+    modules = list(model.modules()) if hasattr(model, "modules") else []
+    modes = [module.training for module in modules]
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        for module, mode in zip(modules, modes, strict=True):
+            module.training = mode
+
+
+def noisy_batch(x: Tensor, noise: NoiseSampler, size: int, generator: torch.Generator) -> Tensor:
+    """``size`` noisy copies ``x + e_j`` of ``x``, with the noise drawn on ``x``'s device."""
+    e = noise.sample((size, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
+    return e.add_(x)
+
+
+def solve_batch(
+    model: EquilibriumModel, solver: FixedPointSolver, xb: Tensor, z0: Tensor | None = None
+) -> tuple[Tensor, SolverResult]:
+    """Predicted classes ``(B,)`` of the batch ``xb`` and the solver's result.
+
+    The solve starts from ``z0`` when given (a chain's state), else from
+    ``model.init_state(u)`` (the zero start that defines ``h_ref``).
+    """
+    u = model.inject(xb)
+    start = model.init_state(u) if z0 is None else z0
+
+    def f(z: Tensor) -> Tensor:
+        return model.f(z, u)
+
+    result = solver.solve(f, start)
+    return model.readout(result.z).argmax(dim=1), result
+
+
+def decide(candidate: int, p_lower: float, noise: NoiseSampler) -> tuple[int, float]:
+    """``(prediction, radius)``: abstain (``ABSTAIN``, 0) unless ``p_lower > 1/2``.
+
+    At ``p_lower = 1/2`` exactly a tie with another class is not excluded, so
+    nothing is certified (certification.md says ``< 1/2``; this is the strict side).
+    """
+    if p_lower > 0.5:
+        return candidate, float(noise.radius(p_lower))
+    return ABSTAIN, 0.0
+
+
+def class_counts(predictions: Tensor, num_classes: int) -> Tensor:
+    """``(num_classes,)`` counts of each class among ``predictions``."""
+    return torch.bincount(predictions, minlength=num_classes)
+
+
+@dataclass
+class SolveLog:
+    """Running totals of one kind of solve: samples, NFE and unconverged samples.
+
+    NFE is counted per sample (``result.nfe * batch``).  The unconverged count
+    stays on the device until :meth:`summary`, so logging never synchronises.
+    """
+
+    samples: int = 0
+    nfe: int = 0
+    _unconverged: Tensor | int = field(default=0, repr=False)
+
+    def add(self, result: SolverResult, batch: int) -> None:
+        self.samples += batch
+        self.nfe += int(result.nfe) * batch
+        self._unconverged = self._unconverged + (~result.converged).sum()
+
+    @classmethod
+    def merged(cls, *logs: SolveLog) -> SolveLog:
+        """One log with the totals of ``logs``."""
+        out = cls()
+        for log in logs:
+            out.samples += log.samples
+            out.nfe += log.nfe
+            out._unconverged = out._unconverged + log._unconverged
+        return out
+
+    @property
+    def unconverged(self) -> int:
+        return int(self._unconverged)
+
+    @property
+    def unconverged_fraction(self) -> float:
+        return self.unconverged / self.samples if self.samples else 0.0
+
+    def summary(self) -> dict[str, float | int]:
+        return {
+            "samples": self.samples,
+            "nfe": self.nfe,
+            "unconverged": self.unconverged,
+            "unconverged_fraction": self.unconverged_fraction,
+        }

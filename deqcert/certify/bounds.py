@@ -1,0 +1,157 @@
+"""All the statistics of certification, one small named function each.
+
+The formulas and the reasons they are (or are not) valid are in
+``certification.md``; this module only computes them, with ``scipy.stats``.
+
+* :func:`clopper_pearson_lower` / :func:`clopper_pearson_upper`: exact one-sided
+  binomial confidence bounds (fractional counts allowed for the ``paper``
+  bound, through the Beta quantile).
+* :func:`hypergeometric_upper`: exact upper confidence bound on the number of
+  "bad" items in a finite population from a simple random sample.
+* :func:`binomial_test_pvalue`: the two-sided test of PREDICT.
+* :func:`sound_serialized_lower`, :func:`paper_lower`, :func:`repro_lower`:
+  the three bounds the serialized certifier offers by name.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from scipy.stats import beta, binomtest, hypergeom
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+
+
+def _check_count(k: float, n: float) -> None:
+    if n < 0 or not 0 <= k <= n:
+        raise ValueError(f"counts must satisfy 0 <= k <= n, got k={k}, n={n}")
+
+
+def clopper_pearson_lower(k: float, n: float, alpha: float) -> float:
+    """One-sided ``(1 - alpha)`` lower bound on a binomial proportion from ``k`` of ``n``.
+
+    The ``alpha``-quantile of ``Beta(k, n - k + 1)``; 0 when ``k = 0``.
+    ``k`` and ``n`` may be fractional (the ``paper`` bound feeds scaled counts).
+    """
+    _check_alpha(alpha)
+    _check_count(k, n)
+    if k <= 0:
+        return 0.0
+    return float(beta.ppf(alpha, k, n - k + 1))
+
+
+def clopper_pearson_upper(k: float, n: float, alpha: float) -> float:
+    """One-sided ``(1 - alpha)`` upper bound on a binomial proportion from ``k`` of ``n``.
+
+    The ``(1 - alpha)``-quantile of ``Beta(k + 1, n - k)``; 1 when ``k = n``.
+    """
+    _check_alpha(alpha)
+    _check_count(k, n)
+    if k >= n:
+        return 1.0
+    return float(beta.ppf(1.0 - alpha, k + 1, n - k))
+
+
+def hypergeometric_upper(d: int, n: int, K: int, alpha: float) -> int:
+    """Largest ``D`` with ``P(Hypergeom(n, D, K) <= d) >= alpha``.
+
+    A population of ``n`` items holds ``D`` marked ones; a uniformly random
+    subset of ``K`` items contains ``d`` of them.  The returned ``D_up``
+    satisfies ``P(D_up < D) <= alpha`` for every ``D``, whatever produced the
+    population.  Exact: the CDF falls as ``D`` grows, so a bisection over the
+    feasible range ``[d, n - K + d]`` finds the boundary in ``O(log n)`` CDF
+    evaluations.
+    """
+    _check_alpha(alpha)
+    if not (0 <= d <= K <= n):
+        raise ValueError(f"need 0 <= d <= K <= n, got d={d}, K={K}, n={n}")
+    lo, hi = d, n - K + d  # cdf(lo) = 1 >= alpha; D > hi is impossible given d
+    if hypergeom.cdf(d, n, hi, K) >= alpha:
+        return hi
+    while hi - lo > 1:  # invariant: cdf(lo) >= alpha > cdf(hi)
+        mid = (lo + hi) // 2
+        if hypergeom.cdf(d, n, mid, K) >= alpha:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def binomial_test_pvalue(n1: int, n: int) -> float:
+    """Two-sided p-value of ``n1`` successes in ``n`` trials against ``p = 1/2``.
+
+    ``scipy.stats.binomtest`` (``binom_test`` no longer exists); 1 when ``n = 0``.
+    """
+    _check_count(n1, n)
+    if n == 0:
+        return 1.0
+    return float(binomtest(int(n1), int(n), 0.5, alternative="two-sided").pvalue)
+
+
+class SoundBound(NamedTuple):
+    """Result of :func:`sound_serialized_lower`."""
+
+    p_lower: float
+    d_up: int
+
+
+class PaperBound(NamedTuple):
+    """Result of :func:`paper_lower` and :func:`repro_lower`."""
+
+    p_lower: float
+    p_m_up: float
+    n_e: float
+
+
+def sound_serialized_lower(
+    c_m: int, d: int, n: int, K: int, alpha1: float, alpha2: float
+) -> SoundBound:
+    """The sound SRS bound: hypergeometric correction, then Clopper-Pearson.
+
+    ``c_m`` serialized votes for ``A`` among ``n``; ``d`` of the ``K``
+    randomly chosen reference samples voted ``A`` serially but not under the
+    reference solve.  ``D_up = hypergeometric_upper(d, n, K, alpha1)`` bounds
+    the population's mismatches, so at least ``c_m - D_up`` reference votes are
+    ``A`` and ``p_lower = CP_lower(max(c_m - D_up, 0), n, alpha2)`` holds with
+    probability ``>= 1 - alpha1 - alpha2``.
+    """
+    if not 0 <= c_m <= n:
+        raise ValueError(f"need 0 <= c_m <= n, got c_m={c_m}, n={n}")
+    d_up = hypergeometric_upper(d, n, K, alpha1)
+    return SoundBound(clopper_pearson_lower(max(c_m - d_up, 0), n, alpha2), d_up)
+
+
+def _mismatch_upper(n1: int, n2: int, alpha1: float) -> float:
+    """``p_m_up = 1 - CP_lower(N1, N2, alpha1)`` (1 when ``N2 = 0``)."""
+    if not 0 <= n1 <= n2:
+        raise ValueError(f"need 0 <= N1 <= N2, got N1={n1}, N2={n2}")
+    return 1.0 - clopper_pearson_lower(n1, n2, alpha1)
+
+
+def paper_lower(c_m: int, n1: int, n2: int, n: int, alpha1: float, alpha2: float) -> PaperBound:
+    """The authors' rebuttal bound: ``CP_lower((1 - p_m_up) * c_m, n, alpha2)``.
+
+    ``N2`` reference samples voted ``A`` serially, ``N1`` of them also under
+    the reference solve.  Approximate: it applies the binomial Clopper-Pearson
+    bound to a sample drawn *without* replacement, which can exceed its level
+    slightly (see the serialized certifier's docs); prefer ``sound``.
+    """
+    p_m_up = _mismatch_upper(n1, n2, alpha1)
+    n_e = (1.0 - p_m_up) * c_m
+    return PaperBound(clopper_pearson_lower(n_e, n, alpha2), p_m_up, n_e)
+
+
+def repro_lower(c_m: int, n1: int, n2: int, n: int, alpha1: float, alpha2: float) -> PaperBound:
+    """The official SRS code's variant: ``CP_lower(N_E, (1 - p_m_up) * n, alpha2)``.
+
+    NOT a valid lower bound: it keeps the serialized proportion ``c_m / n`` and
+    only shrinks the sample size, so an SRS that always votes ``A`` gets
+    ``p_lower`` near 1 whatever the reference says.  Only for reproducing
+    published tables.
+    """
+    p_m_up = _mismatch_upper(n1, n2, alpha1)
+    n_e = (1.0 - p_m_up) * c_m
+    return PaperBound(clopper_pearson_lower(n_e, (1.0 - p_m_up) * n, alpha2), p_m_up, n_e)

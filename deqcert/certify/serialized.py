@@ -1,0 +1,386 @@
+"""Serialized randomized smoothing (SRS; Gao, Hou, Xu, Liu, NeurIPS 2024) with a sound bound.
+
+SRS runs ``batch_size`` parallel *chains*: noise stays i.i.d., but each
+sample's solve is a few cheap ``solver`` steps started from the state its
+chain reached on the previous sample.  Those serialized predictions ``Y_m``
+can differ from ``h_ref`` and are dependent along a chain, so they are never
+counted as if they were i.i.d. votes of ``h_ref``.  CERTIFY instead:
+
+1. draws a uniformly random subset ``S`` of ``K = reference_samples`` of the
+   ``n`` estimation indices, before any sampling;
+2. selection: ``A`` = the most frequent serialized prediction on ``n0`` draws;
+3. estimation: ``n`` fresh draws along the chains give ``Y_m``; for ``i`` in
+   ``S`` the *same* noisy input is also solved by ``reference_solver`` from
+   ``init_state`` (batched), giving ``Y_g = h_ref(x + e_i)``;
+4. bounds ``p_A`` by name (``sound``: hypergeometric + Clopper-Pearson, see
+   :func:`~deqcert.certify.bounds.sound_serialized_lower`).
+
+How chains start (``chain_start``) does not affect validity, only cost:
+
+* ``warmup``: each stage's first batch is solved from ``init_state`` by
+  ``warmup_solver`` (the paper's choice);
+* ``anchor``: the clean input is solved once by ``reference_solver`` and every
+  stage's chains start from that fixed point;
+* ``carry``: selection starts like ``warmup`` and estimation continues from
+  the chains' last selection states.
+
+A stage with fewer samples than chains (e.g. ``n0 < batch_size``) fills the
+remaining chains by repeating the states it has.  The reference solves never
+start from anything that depends on ``x`` or on the chains, and their results
+never flow back into the chains: the serialized predictions must not depend on
+which indices are in ``S``, or the hypergeometric argument breaks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor
+
+from ..options import ComponentOptions, Configurable
+from ..protocols import Certificate, EquilibriumModel, FixedPointSolver, Prediction
+from . import bounds
+from ._sampling import (
+    NoiseOption,
+    SolveLog,
+    SolverOption,
+    batch_sizes,
+    check_input,
+    class_counts,
+    decide,
+    default_solver,
+    describe,
+    evaluating,
+    noisy_batch,
+    solve_batch,
+)
+from .vanilla import binomial_prediction
+
+BOUND_NOTES: dict[str, str] = {
+    "sound": "sound: hypergeometric bound on mismatches + Clopper-Pearson",
+    "paper": (
+        "approximate (not proven sound): the authors' rebuttal bound applies the binomial "
+        "Clopper-Pearson bound to a reference subset drawn without replacement"
+    ),
+    "repro": (
+        "UNSOUND: the official code's bound, not a valid lower bound; "
+        "only for reproducing published tables"
+    ),
+}
+"""What each bound guarantees; copied into every certificate and description."""
+
+PREDICT_NOTE = (
+    "heuristic: binomial test on dependent serialized votes, no guarantee on "
+    "agreement with the smoothed h_ref"
+)
+
+
+class SerializedOptions(ComponentOptions):
+    """Options of :class:`SerializedCertifier`."""
+
+    noise: NoiseOption = Field(description="Noise sampler or {'name': ..., **options} spec.")
+    solver: SolverOption = Field(
+        default_factory=lambda: default_solver(max_iter=1),
+        description="Per-sample solver, warm-started from the chain's previous state.",
+    )
+    warmup_solver: SolverOption = Field(
+        default_factory=lambda: default_solver(max_iter=10),
+        description="Solver of each stage's first batch from init_state (chain_start='warmup').",
+    )
+    reference_solver: SolverOption = Field(
+        default_factory=lambda: default_solver(max_iter=30, tol=1e-3),
+        description="The solver defining h_ref, run from init_state on the reference subset.",
+    )
+    reference_samples: int = Field(400, ge=1, description="K: size of the reference subset S.")
+    bound: Literal["sound", "paper", "repro"] = Field("sound", description="Bound on p_A.")
+    chain_start: Literal["warmup", "anchor", "carry"] = Field(
+        "warmup", description="How the chains start: warm-up batch, clean anchor, or carried."
+    )
+    n0: int = Field(100, ge=1, description="Selection samples.")
+    n: int = Field(10_000, ge=1, description="Estimation samples.")
+    alpha: float = Field(0.001, gt=0, lt=1, description="Total failure probability.")
+    alpha_split: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Share of alpha spent on the mismatch bound (alpha_1); the rest is alpha_2.",
+    )
+    batch_size: int = Field(400, ge=1, description="Number of parallel chains.")
+
+    @model_validator(mode="after")
+    def _subset_fits(self) -> SerializedOptions:
+        if self.reference_samples > self.n:
+            raise ValueError(
+                f"reference_samples ({self.reference_samples}) must not exceed n ({self.n})"
+            )
+        return self
+
+
+class _ReferenceSolves:
+    """Queue of noisy inputs for ``h_ref``, solved in full batches from ``init_state``."""
+
+    def __init__(
+        self, model: EquilibriumModel, solver: FixedPointSolver, batch_size: int, log: SolveLog
+    ) -> None:
+        self.model, self.solver, self.batch_size, self.log = model, solver, batch_size, log
+        self.pending: list[Tensor] = []
+        self.rows = 0
+        self.predictions: list[Tensor] = []
+
+    def push(self, inputs: Tensor) -> None:
+        if inputs.shape[0]:
+            self.pending.append(inputs)
+            self.rows += inputs.shape[0]
+        while self.rows >= self.batch_size:
+            self._flush(self.batch_size)
+
+    def finish(self) -> Tensor:
+        """``h_ref`` predictions of every pushed input, in push order."""
+        if self.rows:
+            self._flush(self.rows)
+        return torch.cat(self.predictions)
+
+    def _flush(self, size: int) -> None:
+        queued = torch.cat(self.pending) if len(self.pending) > 1 else self.pending[0]
+        batch, rest = queued[:size], queued[size:]
+        self.pending = [rest] if rest.shape[0] else []
+        self.rows = rest.shape[0]
+        predictions, result = solve_batch(self.model, self.solver, batch)
+        self.log.add(result, size)
+        self.predictions.append(predictions)
+
+
+def _chain_starts(chains: Tensor, size: int) -> Tensor:
+    """Starting states for a batch of ``size``: chain ``j`` for row ``j`` (repeated if short)."""
+    if chains.shape[0] >= size:
+        return chains[:size]
+    rows = torch.arange(size, device=chains.device) % chains.shape[0]
+    return chains[rows]
+
+
+def _advance(chains: Tensor, states: Tensor) -> Tensor:
+    """Chains after a batch: the first rows take the batch's final ``states``."""
+    if states.shape[0] >= chains.shape[0]:
+        return states
+    return torch.cat([states, chains[states.shape[0] :]])
+
+
+class SerializedCertifier(Configurable):
+    """SRS around ``h_ref``: cheap warm-started chains, certified with a reference subset.
+
+    ``certify`` returns a :class:`~deqcert.protocols.Certificate` whose
+    ``counts`` hold ``C_m`` (serialized votes for ``A`` among ``n``), ``d``
+    (reference samples with ``Y_m = A`` and ``Y_g != A``), ``K``, ``N1``,
+    ``N2`` (the ``paper`` bound's counts), ``reference_A`` (``Y_g = A`` in
+    ``S``) and ``D_up`` (``sound`` only).  ``sound`` is True only for the
+    ``sound`` bound; ``extra['bound_note']`` states what the bound guarantees.
+    """
+
+    Options = SerializedOptions
+    registry_name = "serialized"
+    options: Any
+
+    # -- CERTIFY --------------------------------------------------------------
+    def certify(
+        self, model: EquilibriumModel, x: Tensor, *, generator: torch.Generator
+    ) -> Certificate:
+        """CERTIFY with serialized sampling (the steps of the module docstring).
+
+        Abstains (prediction -1, radius 0) unless the configured bound gives
+        ``p_lower > 1/2``; otherwise the radius is ``noise.radius(p_lower)``.
+        With ``bound='sound'`` the certificate holds with probability at least
+        ``1 - alpha`` whatever the chains do.
+        """
+        start = time.perf_counter()
+        check_input(model, x, generator)
+        o = self.options
+        logs = {name: SolveLog() for name in ("chains", "warmup", "anchor", "reference")}
+        subset = self._reference_subset(generator)  # fixed before any noise is drawn
+        with evaluating(model):
+            first = self._anchor(model, x, logs) if o.chain_start == "anchor" else None
+            selected, chains = self._run_chains(model, x, o.n0, generator, first, logs)
+            candidate = int(class_counts(selected, model.num_classes).argmax())
+            if o.chain_start == "carry":
+                first = chains
+            reference = _ReferenceSolves(model, o.reference_solver, o.batch_size, logs["reference"])
+            serial, _ = self._run_chains(model, x, o.n, generator, first, logs, subset, reference)
+            y_g = reference.finish()
+        counts = _agreement_counts(serial, y_g, subset, candidate)
+        counts["selection_A"] = int((selected == candidate).sum())
+        p_lower, details = self._bound(counts)
+        counts.update({k: v for k, v in details.items() if isinstance(v, int)})
+        prediction, radius = decide(candidate, p_lower, o.noise)
+        serial_log = SolveLog.merged(logs["chains"], logs["warmup"])
+        return Certificate(
+            prediction=prediction,
+            radius=radius,
+            p_lower=p_lower,
+            counts=counts,
+            n0=o.n0,
+            n=o.n,
+            alpha=o.alpha,
+            alpha_split=self._alpha_split(),
+            bound=o.bound,
+            sound=o.bound == "sound",
+            noise=describe(o.noise),
+            norm=o.noise.norm,
+            solvers=self._solvers(),
+            nfe=sum(log.nfe for log in logs.values()),
+            seconds=time.perf_counter() - start,
+            unconverged_fraction=serial_log.unconverged_fraction,
+            extra={
+                "candidate": candidate,
+                "bound_note": BOUND_NOTES[o.bound],
+                "chain_start": o.chain_start,
+                "batch_size": o.batch_size,
+                "nfe": {name: log.nfe for name, log in logs.items()},
+                "solves": {name: log.summary() for name, log in logs.items()},
+                **{k: v for k, v in details.items() if not isinstance(v, int)},
+            },
+        )
+
+    # -- PREDICT --------------------------------------------------------------
+    def predict(
+        self, model: EquilibriumModel, x: Tensor, *, generator: torch.Generator
+    ) -> Prediction:
+        """PREDICT on ``n`` serialized votes: Cohen et al.'s binomial test.
+
+        Heuristic, not a guarantee: the votes of a chain are dependent and may
+        differ from ``h_ref``, so the test's level does not carry over to the
+        smoothed ``h_ref``.  Marked ``extra['sound'] = False``.  (``carry``
+        starts like ``warmup`` here: PREDICT has a single stage.)
+        """
+        start = time.perf_counter()
+        check_input(model, x, generator)
+        o = self.options
+        logs = {name: SolveLog() for name in ("chains", "warmup", "anchor")}
+        with evaluating(model):
+            first = self._anchor(model, x, logs) if o.chain_start == "anchor" else None
+            serial, _ = self._run_chains(model, x, o.n, generator, first, logs)
+        total = SolveLog.merged(*logs.values())
+        return binomial_prediction(
+            class_counts(serial, model.num_classes),
+            o.n,
+            o.alpha,
+            total,
+            time.perf_counter() - start,
+            {
+                "sound": False,
+                "note": PREDICT_NOTE,
+                "nfe_split": {name: log.nfe for name, log in logs.items()},
+            },
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Name and options, plus whether the configured bound is sound."""
+        return {
+            **super().describe(),
+            "sound": self.options.bound == "sound",
+            "bound_note": BOUND_NOTES[self.options.bound],
+        }
+
+    # -- sampling ---------------------------------------------------------------
+    def _reference_subset(self, generator: torch.Generator) -> Tensor:
+        """Sorted random ``K`` of the ``n`` estimation indices (on the generator's device)."""
+        o = self.options
+        perm = torch.randperm(o.n, generator=generator, device=generator.device)
+        return perm[: o.reference_samples].sort().values
+
+    def _anchor(self, model: EquilibriumModel, x: Tensor, logs: dict[str, SolveLog]) -> Tensor:
+        """The clean input's fixed point under ``reference_solver`` (``chain_start='anchor'``)."""
+        _, result = solve_batch(model, self.options.reference_solver, x.unsqueeze(0))
+        logs["anchor"].add(result, 1)
+        return result.z
+
+    def _run_chains(
+        self,
+        model: EquilibriumModel,
+        x: Tensor,
+        num: int,
+        generator: torch.Generator,
+        chains: Tensor | None,
+        logs: dict[str, SolveLog],
+        subset: Tensor | None = None,
+        reference: _ReferenceSolves | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """``num`` serialized predictions along the chains, and the chains' final states.
+
+        With ``chains=None`` the first batch is the warm-up from ``init_state``.
+        Noisy inputs whose index is in ``subset`` are also queued on ``reference``.
+        """
+        o = self.options
+        sizes = list(batch_sizes(num, o.batch_size))
+        slices = _subset_slices(subset, num, o.batch_size) if subset is not None else []
+        predictions = []
+        offset = 0
+        for batch, size in enumerate(sizes):
+            xb = noisy_batch(x, o.noise, size, generator)
+            if chains is None:
+                y_m, result = solve_batch(model, o.warmup_solver, xb)
+                logs["warmup"].add(result, size)
+                chains = result.z
+            else:
+                y_m, result = solve_batch(model, o.solver, xb, _chain_starts(chains, size))
+                logs["chains"].add(result, size)
+                chains = _advance(chains, result.z)
+            predictions.append(y_m)
+            if reference is not None and subset is not None:
+                lo, hi = slices[batch]
+                reference.push(xb[subset[lo:hi] - offset])
+            offset += size
+        if chains is None:
+            raise ValueError(f"a stage needs at least one sample, got {num}")
+        return torch.cat(predictions), chains
+
+    # -- statistics -------------------------------------------------------------
+    def _alpha_split(self) -> dict[str, float]:
+        o = self.options
+        alpha1 = o.alpha * o.alpha_split
+        return {"mismatch": alpha1, "clopper_pearson": o.alpha - alpha1}
+
+    def _bound(self, counts: dict[str, int]) -> tuple[float, dict[str, Any]]:
+        o = self.options
+        split = self._alpha_split()
+        a1, a2 = split["mismatch"], split["clopper_pearson"]
+        if o.bound == "sound":
+            sound = bounds.sound_serialized_lower(
+                counts["C_m"], counts["d"], o.n, counts["K"], a1, a2
+            )
+            return sound.p_lower, {"D_up": sound.d_up}
+        rule = bounds.paper_lower if o.bound == "paper" else bounds.repro_lower
+        paper = rule(counts["C_m"], counts["N1"], counts["N2"], o.n, a1, a2)
+        return paper.p_lower, {"p_m_up": paper.p_m_up, "N_E": paper.n_e}
+
+    def _solvers(self) -> dict[str, Any]:
+        o = self.options
+        out = {"solver": describe(o.solver), "reference_solver": describe(o.reference_solver)}
+        if o.chain_start != "anchor":
+            out["warmup_solver"] = describe(o.warmup_solver)
+        return out
+
+
+def _subset_slices(subset: Tensor, num: int, batch_size: int) -> list[tuple[int, int]]:
+    """For each batch, the ``[lo, hi)`` range of the sorted ``subset`` falling in it."""
+    edges = torch.arange(0, num + batch_size, batch_size).clamp(max=num)
+    cuts = torch.searchsorted(subset.cpu(), edges).tolist()
+    return list(zip(cuts[:-1], cuts[1:], strict=False))
+
+
+def _agreement_counts(
+    serial: Tensor, y_g: Tensor, subset: Tensor, candidate: int
+) -> dict[str, int]:
+    """``C_m``, ``K``, ``d``, ``N1``, ``N2`` and ``reference_A`` for class ``candidate``."""
+    m_all = serial == candidate
+    m_s = m_all[subset]
+    g_s = y_g == candidate
+    return {
+        "C_m": int(m_all.sum()),
+        "K": int(subset.numel()),
+        "d": int((m_s & ~g_s).sum()),
+        "N1": int((m_s & g_s).sum()),
+        "N2": int(m_s.sum()),
+        "reference_A": int(g_s.sum()),
+    }

@@ -1,0 +1,176 @@
+"""Vanilla randomized smoothing of a DEQ (Cohen, Rosenfeld and Kolter, ICML 2019).
+
+Every noisy sample is solved from ``init_state`` with the full ``solver``, so
+the base classifier is ``h_ref`` itself and the votes are i.i.d.:
+:meth:`VanillaCertifier.certify` is Cohen et al.'s CERTIFY and
+:meth:`VanillaCertifier.predict` their PREDICT.
+
+The votes are i.i.d. only if a sample's solve does not depend on the other
+samples of its batch: the solver must stop and freeze each sample on its own
+(the built-in solvers do), and the model is run in ``eval()`` mode (restored
+afterwards) so that no batch statistics leak between samples.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from ..options import ComponentOptions, Configurable
+from ..protocols import ABSTAIN, Certificate, EquilibriumModel, Prediction
+from . import bounds
+from ._sampling import (
+    NoiseOption,
+    SolveLog,
+    SolverOption,
+    batch_sizes,
+    check_input,
+    class_counts,
+    decide,
+    default_solver,
+    describe,
+    evaluating,
+    noisy_batch,
+    solve_batch,
+)
+
+
+class VanillaOptions(ComponentOptions):
+    """Options of :class:`VanillaCertifier`."""
+
+    noise: NoiseOption = Field(description="Noise sampler or {'name': ..., **options} spec.")
+    solver: SolverOption = Field(
+        default_factory=lambda: default_solver(max_iter=30, tol=1e-3),
+        description="The solver defining h_ref, run from init_state on every sample.",
+    )
+    n0: int = Field(100, ge=1, description="Selection samples.")
+    n: int = Field(10_000, ge=1, description="Estimation samples.")
+    alpha: float = Field(0.001, gt=0, lt=1, description="Failure probability.")
+    batch_size: int = Field(400, ge=1, description="Noisy samples solved together.")
+
+
+class VanillaCertifier(Configurable):
+    """Cohen et al.'s smoothed classifier around ``h_ref`` (full, zero-started solves)."""
+
+    Options = VanillaOptions
+    registry_name = "vanilla"
+    options: Any
+
+    def certify(
+        self, model: EquilibriumModel, x: Tensor, *, generator: torch.Generator
+    ) -> Certificate:
+        """CERTIFY: pick ``A`` on ``n0`` draws, bound ``p_A`` on ``n`` fresh draws.
+
+        Abstains (prediction -1, radius 0) unless the one-sided Clopper-Pearson
+        lower bound ``p_lower`` exceeds 1/2; otherwise the radius is
+        ``noise.radius(p_lower)``.
+        """
+        start = time.perf_counter()
+        check_input(model, x, generator)
+        o = self.options
+        log = SolveLog()
+        with evaluating(model):
+            selection = self._sample_counts(model, x, o.n0, generator, log)
+            candidate = int(selection.argmax())
+            estimation = self._sample_counts(model, x, o.n, generator, log)
+        n_a = int(estimation[candidate])
+        p_lower = bounds.clopper_pearson_lower(n_a, o.n, o.alpha)
+        prediction, radius = decide(candidate, p_lower, o.noise)
+        return Certificate(
+            prediction=prediction,
+            radius=radius,
+            p_lower=p_lower,
+            counts={"n_A": n_a, "n0_A": int(selection[candidate])},
+            n0=o.n0,
+            n=o.n,
+            alpha=o.alpha,
+            alpha_split={"clopper_pearson": o.alpha},
+            bound="clopper-pearson",
+            sound=True,
+            noise=describe(o.noise),
+            norm=o.noise.norm,
+            solvers={"solver": describe(o.solver)},
+            nfe=log.nfe,
+            seconds=time.perf_counter() - start,
+            unconverged_fraction=log.unconverged_fraction,
+            extra={
+                "candidate": candidate,
+                "selection_counts": selection.tolist(),
+                "estimation_counts": estimation.tolist(),
+                "batch_size": o.batch_size,
+            },
+        )
+
+    def predict(
+        self, model: EquilibriumModel, x: Tensor, *, generator: torch.Generator
+    ) -> Prediction:
+        """PREDICT: the top class of ``n`` draws, unless the binomial test fails.
+
+        Abstains unless the two-sided test of the top count ``n1`` out of
+        ``n1 + n2`` (``n2`` the runner-up's count) against 1/2 has p-value
+        ``<= alpha``; then the answer differs from ``g(x)`` with probability at
+        most ``alpha``.
+        """
+        start = time.perf_counter()
+        check_input(model, x, generator)
+        o = self.options
+        log = SolveLog()
+        with evaluating(model):
+            counts = self._sample_counts(model, x, o.n, generator, log)
+        return binomial_prediction(
+            counts, o.n, o.alpha, log, time.perf_counter() - start, {"sound": True}
+        )
+
+    def _sample_counts(
+        self,
+        model: EquilibriumModel,
+        x: Tensor,
+        num: int,
+        generator: torch.Generator,
+        log: SolveLog,
+    ) -> Tensor:
+        """Class counts of ``h_ref(x + e)`` over ``num`` fresh noise draws."""
+        o = self.options
+        counts = torch.zeros(model.num_classes, dtype=torch.long, device=x.device)
+        for size in batch_sizes(num, o.batch_size):
+            xb = noisy_batch(x, o.noise, size, generator)
+            predictions, result = solve_batch(model, o.solver, xb)
+            counts += class_counts(predictions, model.num_classes)
+            log.add(result, size)
+        return counts
+
+
+def binomial_prediction(
+    counts: Tensor,
+    n: int,
+    alpha: float,
+    log: SolveLog,
+    seconds: float,
+    extra: dict[str, Any],
+) -> Prediction:
+    """Cohen et al.'s PREDICT decision from class counts (shared with the serialized certifier)."""
+    top2 = torch.topk(counts, k=min(2, counts.numel()))
+    n1 = int(top2.values[0])
+    n2 = int(top2.values[1]) if counts.numel() > 1 else 0
+    top = int(top2.indices[0])
+    p_value = bounds.binomial_test_pvalue(n1, n1 + n2)
+    return Prediction(
+        prediction=top if p_value <= alpha else ABSTAIN,
+        counts={"n1": n1, "n2": n2},
+        p_value=p_value,
+        n=n,
+        alpha=alpha,
+        nfe=log.nfe,
+        seconds=seconds,
+        extra={
+            "top": top,
+            "runner_up": int(top2.indices[1]) if counts.numel() > 1 else None,
+            "class_counts": counts.tolist(),
+            "unconverged_fraction": log.unconverged_fraction,
+            **extra,
+        },
+    )

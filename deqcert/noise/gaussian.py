@@ -1,0 +1,43 @@
+"""Isotropic Gaussian noise and its L2 certificate (Cohen, Rosenfeld and Kolter, ICML 2019)."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from scipy.stats import norm as normal
+from torch import Tensor
+
+from ..options import ComponentOptions
+from ._base import AdditiveNoise
+
+
+class GaussianOptions(ComponentOptions):
+    """Options of :class:`GaussianNoise`."""
+
+    sigma: float = Field(gt=0, description="Standard deviation of every pixel's noise.")
+
+
+class GaussianNoise(AdditiveNoise):
+    """``e ~ N(0, sigma^2 I)``; certified L2 radius ``sigma * Phi^-1(p_lower)``.
+
+    Cohen et al. (2019), Theorem 1 with ``p_B = 1 - p_A``: if
+    ``P(h(x + e) = A) >= p_lower > 1/2`` the smoothed classifier predicts ``A``
+    on the L2 ball of radius ``sigma * Phi^-1(p_lower)`` around ``x``.
+    """
+
+    Options = GaussianOptions
+    registry_name = "gaussian"
+    norm = "l2"
+
+    def _draw(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> Tensor:
+        out = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        return out.mul_(self.options.sigma)
+
+    def _radius(self, p: float) -> float:
+        return float(self.options.sigma * normal.ppf(p))

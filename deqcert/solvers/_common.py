@@ -1,0 +1,246 @@
+"""Shared machinery of the batched fixed-point solvers.
+
+Every built-in iterative solver is the same loop (:func:`iterate`) around a
+solver-specific *update rule*; the loop owns everything the solvers have in
+common: residuals, per-sample stopping and freezing, NFE and step counting,
+and building the :class:`~deqcert.protocols.SolverResult`.
+
+Semantics (identical for every solver built on :func:`iterate`):
+
+* One **step** is one evaluation of ``f`` on the whole batch followed by one
+  update.  ``max_iter=T`` allows ``T`` steps, so ``nfe <= T``.
+* At step ``k`` the loop evaluates ``f(z_k)`` and measures each sample's
+  residual ``r = ||f(z_k) - z_k||`` (``"abs"``) or
+  ``r / (||f(z_k)|| + REL_EPS)`` (``"rel"``), norms over all non-batch dims.
+* A sample with ``r <= tol`` is **converged**: its returned state is
+  ``f(z_k)`` (already computed, so it costs nothing), it is frozen (its state
+  never changes again) and it stops counting steps.  A warm start at the fixed
+  point therefore finishes after exactly one step and one evaluation.
+* The other samples take the solver's update to ``z_{k+1}``.  A sample still
+  unconverged after ``T`` steps returns its last update ``z_T``; its reported
+  residual is the last one measured (that of ``z_{T-1}``).
+* ``steps`` counts the evaluations each sample took part in until it
+  converged; the loop stops once every sample has converged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from ..options import ComponentOptions, Configurable
+from ..protocols import SolverResult
+from ._workspace import Workspace
+
+REL_EPS = 1e-9
+"""Added to ``||f(z)||`` in ``"rel"`` mode to avoid 0/0 (the same value as TorchDEQ)."""
+
+StopMode = Literal["abs", "rel"]
+Map = Callable[[Tensor], Tensor]
+
+
+class SolverOptions(ComponentOptions):
+    """Options every built-in iterative solver accepts."""
+
+    max_iter: int = Field(30, ge=1, description="Maximum number of steps (evaluations of f).")
+    tol: float = Field(1e-3, gt=0, description="Per-sample residual tolerance.")
+    stop_mode: StopMode = Field("rel", description="'abs': ||f(z)-z||; 'rel': divided by ||f(z)||.")
+
+
+def flat_norm(x: Tensor) -> Tensor:
+    """Per-sample Euclidean norm of a ``(B, D)`` tensor, shape ``(B,)``."""
+    return torch.linalg.vector_norm(x, dim=1)
+
+
+def residual(g: Tensor, fz: Tensor, stop_mode: str) -> Tensor:
+    """Per-sample residual from ``g = f(z) - z`` and ``f(z)``, both ``(B, D)``."""
+    r = flat_norm(g)
+    if stop_mode == "rel":
+        r = r / (flat_norm(fz) + REL_EPS)
+    return r
+
+
+def solve_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype for the small linear-algebra problems (half precision is promoted)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def finite_rows(x: Tensor) -> Tensor:
+    """``(B,)`` mask of the rows of a ``(B, D)`` tensor that are entirely finite.
+
+    Checks the row sums (NaN and inf propagate into them), one pass instead of
+    several; a finite row whose sum overflows is (harmlessly) reported too.
+    """
+    return torch.isfinite(x.sum(dim=1))
+
+
+def batched_dots(mat: Tensor, vec: Tensor) -> Tensor:
+    """``(B, n, D) . (B, D) -> (B, n)``: the dot product of ``vec`` with each row of ``mat``.
+
+    Written as ``vec^T mat^T``: on CPU this is an order of magnitude faster
+    than the equivalent ``mat @ vec`` batched matrix-vector product.
+    """
+    return torch.bmm(vec.unsqueeze(1), mat.transpose(1, 2)).squeeze(1)
+
+
+def batched_combination(coef: Tensor, mat: Tensor) -> Tensor:
+    """``(B, n) , (B, n, D) -> (B, D)``: ``sum_i coef_i mat_i`` per sample."""
+    return torch.bmm(coef.to(mat.dtype).unsqueeze(1), mat).squeeze(1)
+
+
+def check_state(z0: Tensor) -> None:
+    """Reject a starting point that is not a non-empty batch ``(B, ...)``."""
+    if z0.dim() < 1 or z0.shape[0] == 0:
+        raise ValueError(f"z0 must have shape (B, ...) with B >= 1, got {tuple(z0.shape)}")
+
+
+class UpdateRule:
+    """A solver's update: maps the current iterate to the next one.
+
+    Called once per step with flat ``(B, D)`` tensors ``z`` (the iterate),
+    ``fz = f(z)`` and ``g = fz - z``, and the 0-based step index ``k``.  The
+    loop masks frozen samples afterwards, so a rule may compute garbage for
+    them but must return finite values for finite active inputs (fall back to
+    a plain step where its own update is not finite).  ``g`` may live in a
+    scratch buffer: it stays valid until the end of the *next* call, no longer.
+    The returned tensor must not alias scratch space (it may be ``fz``).
+    """
+
+    def __call__(self, k: int, z: Tensor, fz: Tensor, g: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+def iterate(
+    f: Map,
+    z0: Tensor,
+    options: SolverOptions,
+    update: UpdateRule,
+    *,
+    frozen: Tensor | None = None,
+    max_iter: int | None = None,
+    workspace: Workspace | None = None,
+) -> SolverResult:
+    """Run the batched fixed-point loop described in the module docstring.
+
+    Args:
+        f: the map, called on ``(B, ...)`` tensors shaped like ``z0``.
+        z0: ``(B, ...)`` starting point (warm start).
+        options: ``max_iter``, ``tol`` and ``stop_mode``.
+        update: the solver's update rule.
+        frozen: optional ``(B,)`` bool mask of samples that are already done:
+            they keep ``z0``, take no steps and count as converged.
+        max_iter: optional tighter step budget (``min`` with the option).
+        workspace: where to keep the residual buffers between calls.
+    """
+    check_state(z0)
+    shape = z0.shape
+    batch = shape[0]
+    device = z0.device
+    budget = options.max_iter if max_iter is None else min(options.max_iter, max_iter)
+    tol = options.tol
+    z = z0.reshape(batch, -1)
+    if frozen is None:
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
+    else:
+        done = frozen.to(device=device, dtype=torch.bool).clone()
+    done_idx = done.nonzero().squeeze(1)  # rows whose state is final
+    n_done = done_idx.numel()
+    steps = torch.zeros(batch, dtype=torch.long, device=device)
+    res = torch.full((batch,), math.inf, dtype=z.dtype, device=device)
+    nfe = 0
+    for k in range(budget):
+        if n_done == batch:
+            break
+        fz = f(z.view(shape)).reshape(batch, -1)
+        nfe += 1
+        if workspace is None or fz.requires_grad:
+            g = fz - z
+        else:  # two alternating buffers: the rule may still read the previous g
+            g = torch.sub(fz, z, out=workspace.get(f"g{k % 2}", tuple(fz.shape), fz))
+        r = residual(g, fz, options.stop_mode)
+        active = ~done
+        steps += active
+        res = torch.where(active, r, res)
+        newly = active & (r <= tol)
+        new_idx = newly.nonzero().squeeze(1)
+        if new_idx.numel() == batch - n_done:  # everyone is done: no update needed
+            z = z.index_copy(0, new_idx, fz.index_select(0, new_idx))
+            done |= newly
+            break
+        z_next = update(k, z, fz, g)
+        if n_done or new_idx.numel():
+            # frozen rows keep their state and the newly converged take f(z);
+            # copy, since z_next may be f's own output (not ours to modify)
+            z_next = z_next.clone()
+            z_next.index_copy_(0, done_idx, z.index_select(0, done_idx))
+            z_next.index_copy_(0, new_idx, fz.index_select(0, new_idx))
+            if new_idx.numel():
+                done |= newly
+                done_idx = done.nonzero().squeeze(1)
+                n_done = done_idx.numel()
+        z = z_next
+    return SolverResult(z=z.view(shape), nfe=nfe, residual=res, steps=steps, converged=done)
+
+
+class SolverBase(Configurable):
+    """Base of the built-in solvers.
+
+    Besides the protocol's ``solve(f, z0)`` they accept two keyword extras,
+    used by the chain solver: ``frozen``, a ``(B,)`` mask of samples already
+    done (kept as they are, no steps, reported converged with an infinite
+    residual), and ``max_iter``, a tighter step budget for this call.
+    """
+
+    Options: ClassVar[type[ComponentOptions]] = SolverOptions
+    options: Any
+
+    def solve(
+        self,
+        f: Map,
+        z0: Tensor,
+        *,
+        frozen: Tensor | None = None,
+        max_iter: int | None = None,
+    ) -> SolverResult:
+        raise NotImplementedError
+
+    def budget(self, max_iter: int | None) -> int:
+        """The step budget of one call: the option, capped by ``max_iter`` if given."""
+        limit: int = self.options.max_iter
+        return limit if max_iter is None else min(limit, max_iter)
+
+
+class IterativeSolver(SolverBase):
+    """A solver defined by its update rule, run by :func:`iterate`."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.workspace = Workspace()
+
+    def make_update(self, z0: Tensor, max_iter: int) -> UpdateRule:
+        """A fresh update rule for a solve from flat ``(B, D)`` ``z0`` of ``max_iter`` steps.
+
+        Rules take their history buffers from ``self.workspace``.
+        """
+        raise NotImplementedError
+
+    def solve(
+        self,
+        f: Map,
+        z0: Tensor,
+        *,
+        frozen: Tensor | None = None,
+        max_iter: int | None = None,
+    ) -> SolverResult:
+        """Solve ``z = f(z)`` for the batch ``z0`` (semantics: :mod:`deqcert.solvers._common`)."""
+        check_state(z0)
+        budget = self.budget(max_iter)
+        update = self.make_update(z0.reshape(z0.shape[0], -1), budget)
+        return iterate(
+            f, z0, self.options, update, frozen=frozen, max_iter=budget, workspace=self.workspace
+        )

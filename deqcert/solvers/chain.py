@@ -1,0 +1,115 @@
+"""A fallback chain: each solver continues the samples the previous ones left unconverged.
+
+Stage 1 runs on the whole batch; a sample it does not converge continues with
+stage 2 from its current state, and so on.  Converged samples stay frozen.
+``max_iter`` is the step budget of the whole chain: a stage runs at most its
+own ``max_iter`` and at most what the earlier stages left (a stage that is not
+a deqcert solver cannot be capped: it runs on the whole batch with its own
+budget and only its results for unfinished samples are kept).  NFE and
+per-sample steps are summed over the stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from pydantic import Field, field_validator
+from torch import Tensor
+
+from ..errors import OptionError
+from ..protocols import FixedPointSolver, SolverResult
+from ._common import Map, SolverBase, SolverOptions, check_state
+
+DEFAULT_STAGES: list[Any] = [{"name": "anderson", "max_iter": 20}, {"name": "naive"}]
+
+
+class ChainOptions(SolverOptions):
+    """Options of :class:`ChainSolver`.
+
+    ``tol`` and ``stop_mode`` (and ``max_iter`` as a per-stage default) are
+    passed to stages given as ``{"name": ..., **options}`` dicts that do not set
+    them; stages given as solver objects are used as they are.
+    """
+
+    solvers: list[Any] = Field(
+        default_factory=lambda: [dict(s) for s in DEFAULT_STAGES],
+        min_length=1,
+        description="Stages: solver objects or {'name': ..., **options} dicts.",
+    )
+
+    @field_validator("solvers")
+    @classmethod
+    def _check_stages(cls, stages: list[Any]) -> list[Any]:
+        for stage in stages:
+            if isinstance(stage, Mapping):
+                if not isinstance(stage.get("name"), str):
+                    raise ValueError("a stage dict needs a 'name' string")
+            elif not isinstance(stage, FixedPointSolver):
+                raise ValueError(f"a stage must be a solver or a dict, got {type(stage).__name__}")
+        return stages
+
+
+class ChainSolver(SolverBase):
+    """Runs its stages in turn on the samples that are not converged yet."""
+
+    Options = ChainOptions
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.stages: list[Any] = [self._build(stage) for stage in self.options.solvers]
+
+    def _build(self, stage: Any) -> Any:
+        if not isinstance(stage, Mapping):
+            return stage
+        from ..registry import create_solver  # the registry imports solvers lazily
+
+        opts = {k: v for k, v in stage.items() if k != "name"}
+        for key in ("max_iter", "tol", "stop_mode"):
+            opts.setdefault(key, getattr(self.options, key))
+        try:
+            return create_solver(stage["name"], **opts)
+        except OptionError as exc:
+            raise OptionError(f"chain stage '{stage['name']}': {exc}") from None
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out["solvers"] = [stage.describe() for stage in self.stages]
+        return out
+
+    def solve(
+        self,
+        f: Map,
+        z0: Tensor,
+        *,
+        frozen: Tensor | None = None,
+        max_iter: int | None = None,
+    ) -> SolverResult:
+        """Run the stages in turn; see the module docstring."""
+        check_state(z0)
+        batch, device = z0.shape[0], z0.device
+        mask_shape = (batch,) + (1,) * (z0.dim() - 1)
+        done = (
+            torch.zeros(batch, dtype=torch.bool, device=device)
+            if frozen is None
+            else frozen.to(device=device, dtype=torch.bool)
+        )
+        steps = torch.zeros(batch, dtype=torch.long, device=device)
+        res = torch.full((batch,), float("inf"), dtype=z0.dtype, device=device)
+        z, nfe, remaining = z0, 0, self.budget(max_iter)
+        for stage in self.stages:
+            if remaining <= 0 or bool(done.all()):
+                break
+            if isinstance(stage, SolverBase):
+                r = stage.solve(f, z, frozen=done, max_iter=remaining)
+            else:  # a plugin solver: it runs on everything, its own budget
+                r = stage.solve(f, z)
+            active = ~done
+            z = torch.where(active.view(mask_shape), r.z, z)
+            steps = steps + torch.where(active, r.steps.to(steps.device), 0)
+            res = torch.where(active, r.residual.to(res), res)
+            done = done | (active & r.converged.to(done.device))
+            nfe += r.nfe
+            remaining -= r.nfe
+        return SolverResult(z=z, nfe=nfe, residual=res, steps=steps, converged=done)
