@@ -26,11 +26,14 @@ def format_validation_error(exc: ValidationError, owner: str, model: type[BaseMo
     accepted = ", ".join(sorted(model.model_fields))
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "<options>"
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
             parts.append(f"unknown option '{loc}'")
+        elif not loc:  # a model-level check: the input is every option, not worth echoing
+            parts.append(msg)
         else:
-            parts.append(f"option '{loc}': {err.get('msg')} (got {err.get('input')!r})")
+            parts.append(f"option '{loc}': {msg} (got {err.get('input')!r})")
     return f"{owner}: " + "; ".join(parts) + f". Accepted options: {accepted or 'none'}"
 
 

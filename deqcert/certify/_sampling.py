@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..errors import DataError
 from ..protocols import ABSTAIN, EquilibriumModel, FixedPointSolver, NoiseSampler, SolverResult
+from ..solvers._common import RowwiseMap, row_evaluations
 
 
 def _from_spec(spec: Any, kind: str, required: tuple[str, ...]) -> Any:
@@ -135,13 +136,21 @@ def solve_batch(
     The solve starts from ``z0`` when given (a chain's state), else from
     ``model.init_state(u)`` (the zero start that defines ``h_ref``).
     """
-    u = model.inject(xb)
+    return solve_injected(model, solver, model.inject(xb), z0)
+
+
+def solve_injected(
+    model: EquilibriumModel, solver: FixedPointSolver, u: Tensor, z0: Tensor | None = None
+) -> tuple[Tensor, SolverResult]:
+    """:func:`solve_batch` from the injections ``u = model.inject(xb)``, already computed.
+
+    The map handed to the solver is a :class:`~deqcert.solvers._common.RowwiseMap`
+    over ``u``: the model runs in eval mode (see :func:`evaluating`), so its rows
+    do not interact, and a solver with ``compact=True`` may evaluate it on the
+    unconverged rows only.  Plain solvers just call it on the batch.
+    """
     start = model.init_state(u) if z0 is None else z0
-
-    def f(z: Tensor) -> Tensor:
-        return model.f(z, u)
-
-    result = solver.solve(f, start)
+    result = solver.solve(RowwiseMap(model.f, u), start)
     return model.readout(result.z).argmax(dim=1), result
 
 
@@ -165,7 +174,9 @@ def class_counts(predictions: Tensor, num_classes: int) -> Tensor:
 class SolveLog:
     """Running totals of one kind of solve: samples, NFE and unconverged samples.
 
-    NFE is counted per sample (``result.nfe * batch``).  The unconverged count
+    NFE is counted per sample: ``result.nfe * batch``, or the rows actually
+    evaluated when the solver compacted the batch (see
+    :func:`~deqcert.solvers._common.row_evaluations`).  The unconverged count
     stays on the device until :meth:`summary`, so logging never synchronises.
     """
 
@@ -175,7 +186,7 @@ class SolveLog:
 
     def add(self, result: SolverResult, batch: int) -> None:
         self.samples += batch
-        self.nfe += int(result.nfe) * batch
+        self.nfe += row_evaluations(result, batch)
         self._unconverged = self._unconverged + (~result.converged).sum()
 
     @classmethod

@@ -56,6 +56,7 @@ from ._sampling import (
     evaluating,
     noisy_batch,
     solve_batch,
+    solve_injected,
 )
 from .vanilla import binomial_prediction
 
@@ -120,7 +121,12 @@ class SerializedOptions(ComponentOptions):
 
 
 class _ReferenceSolves:
-    """Queue of noisy inputs for ``h_ref``, solved in full batches from ``init_state``."""
+    """Queue of noisy inputs' injections for ``h_ref``, solved in full batches from ``init_state``.
+
+    The queue holds ``u = model.inject(x + e_i)`` as computed for the chains:
+    ``h_ref`` is a function of ``u``, and injecting the same input twice would
+    only repeat work.
+    """
 
     def __init__(
         self, model: EquilibriumModel, solver: FixedPointSolver, batch_size: int, log: SolveLog
@@ -148,7 +154,7 @@ class _ReferenceSolves:
         batch, rest = queued[:size], queued[size:]
         self.pending = [rest] if rest.shape[0] else []
         self.rows = rest.shape[0]
-        predictions, result = solve_batch(self.model, self.solver, batch)
+        predictions, result = solve_injected(self.model, self.solver, batch)
         self.log.add(result, size)
         self.predictions.append(predictions)
 
@@ -317,19 +323,19 @@ class SerializedCertifier(Configurable):
         predictions = []
         offset = 0
         for batch, size in enumerate(sizes):
-            xb = noisy_batch(x, o.noise, size, generator)
+            u = model.inject(noisy_batch(x, o.noise, size, generator))
             if chains is None:
-                y_m, result = solve_batch(model, o.warmup_solver, xb)
+                y_m, result = solve_injected(model, o.warmup_solver, u)
                 logs["warmup"].add(result, size)
                 chains = result.z
             else:
-                y_m, result = solve_batch(model, o.solver, xb, _chain_starts(chains, size))
+                y_m, result = solve_injected(model, o.solver, u, _chain_starts(chains, size))
                 logs["chains"].add(result, size)
                 chains = _advance(chains, result.z)
             predictions.append(y_m)
             if reference is not None and subset is not None:
                 lo, hi = slices[batch]
-                reference.push(xb[subset[lo:hi] - offset])
+                reference.push(u[subset[lo:hi] - offset])
             offset += size
         if chains is None:
             raise ValueError(f"a stage needs at least one sample, got {num}")

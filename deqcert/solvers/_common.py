@@ -21,12 +21,24 @@ Semantics (identical for every solver built on :func:`iterate`):
   residual is the last one measured (that of ``z_{T-1}``).
 * ``steps`` counts the evaluations each sample took part in until it
   converged; the loop stops once every sample has converged.
+
+**Compaction** (option ``compact``, on by default).  Frozen samples still cost a row of
+every batched evaluation of ``f``.  When ``f`` is a :class:`RowwiseMap` (its
+rows do not interact, e.g. a DEQ in eval mode closed over its injection ``u``)
+and the update rule supports it, the loop drops finished rows from the working
+set once a quarter of it has converged (:data:`COMPACT_SHARE`): ``f`` and the
+update then run on the unfinished rows only.  The results are the same as
+without compaction (up to floating-point differences between batch sizes); NFE
+still counts calls of ``f``, and :attr:`IterationResult.evaluations` counts
+the rows actually evaluated.  Any other callable is evaluated on the whole
+batch, as before.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -40,6 +52,14 @@ from ._workspace import Workspace
 REL_EPS = 1e-9
 """Added to ``||f(z)||`` in ``"rel"`` mode to avoid 0/0 (the same value as TorchDEQ)."""
 
+COMPACT_SHARE = 0.25
+"""With ``compact=True``, the working set shrinks once this share of it is finished.
+
+Shrinking copies the unfinished rows of the iterate and of the update's history
+(for Anderson ``2 m + 1`` rows of state per sample), far cheaper than
+evaluating ``f`` on a row, so a quarter of the rows idle is already worth it.
+"""
+
 StopMode = Literal["abs", "rel"]
 Map = Callable[[Tensor], Tensor]
 
@@ -50,6 +70,50 @@ class SolverOptions(ComponentOptions):
     max_iter: int = Field(30, ge=1, description="Maximum number of steps (evaluations of f).")
     tol: float = Field(1e-3, gt=0, description="Per-sample residual tolerance.")
     stop_mode: StopMode = Field("rel", description="'abs': ||f(z)-z||; 'rel': divided by ||f(z)||.")
+    compact: bool = Field(
+        True,
+        description="Evaluate a RowwiseMap f on the unconverged rows only (same results, less f).",
+    )
+
+
+class RowwiseMap:
+    """The map ``z -> fn(z, *rows)`` of a batch whose rows do not interact.
+
+    ``rows`` are per-sample tensors with the batch as first dimension (e.g. a
+    DEQ's input injection ``u``).  Calling it is calling ``fn`` on the whole
+    batch, so it can be passed to any solver; solvers built with
+    ``compact=True`` also use :meth:`restrict` to evaluate it on the rows that
+    are not finished.  Wrap only maps whose output row ``i`` depends on input
+    row ``i`` alone (a model in eval mode: no batch statistics).
+    """
+
+    def __init__(self, fn: Callable[..., Tensor], *rows: Tensor) -> None:
+        self.fn = fn
+        self.rows = rows
+
+    def __call__(self, z: Tensor) -> Tensor:
+        return self.fn(z, *self.rows)
+
+    def restrict(self, index: Tensor) -> RowwiseMap:
+        """The same map for the batch rows ``index`` (a 1-D index tensor) only."""
+        return RowwiseMap(self.fn, *(t.index_select(0, index) for t in self.rows))
+
+
+@dataclass
+class IterationResult(SolverResult):
+    """A :class:`~deqcert.protocols.SolverResult` that also counts evaluated rows.
+
+    ``evaluations`` is the number of per-sample evaluations of ``f``: ``nfe``
+    times the batch size, unless compaction evaluated fewer rows.
+    """
+
+    evaluations: int = -1
+
+
+def row_evaluations(result: SolverResult, batch: int) -> int:
+    """Per-sample evaluations of ``f`` behind ``result`` (``nfe * batch`` unless it says less)."""
+    evaluations = getattr(result, "evaluations", -1)
+    return int(evaluations) if evaluations >= 0 else int(result.nfe) * batch
 
 
 def flat_norm(x: Tensor) -> Tensor:
@@ -109,9 +173,18 @@ class UpdateRule:
     a plain step where its own update is not finite).  ``g`` may live in a
     scratch buffer: it stays valid until the end of the *next* call, no longer.
     The returned tensor must not alias scratch space (it may be ``fz``).
+
+    Rules with ``compactable = True`` implement :meth:`restrict`, which the
+    loop calls (with ``compact=True``) to drop finished rows from their state.
     """
 
+    compactable: ClassVar[bool] = False
+
     def __call__(self, k: int, z: Tensor, fz: Tensor, g: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def restrict(self, index: Tensor) -> None:
+        """Keep only the per-sample state of rows ``index`` of the current working set."""
         raise NotImplementedError
 
 
@@ -124,13 +197,14 @@ def iterate(
     frozen: Tensor | None = None,
     max_iter: int | None = None,
     workspace: Workspace | None = None,
-) -> SolverResult:
+) -> IterationResult:
     """Run the batched fixed-point loop described in the module docstring.
 
     Args:
-        f: the map, called on ``(B, ...)`` tensors shaped like ``z0``.
+        f: the map, called on ``(B, ...)`` tensors shaped like ``z0`` (on fewer
+            rows only if it is a :class:`RowwiseMap` and ``options.compact``).
         z0: ``(B, ...)`` starting point (warm start).
-        options: ``max_iter``, ``tol`` and ``stop_mode``.
+        options: ``max_iter``, ``tol``, ``stop_mode`` and ``compact``.
         update: the solver's update rule.
         frozen: optional ``(B,)`` bool mask of samples that are already done:
             they keep ``z0``, take no steps and count as converged.
@@ -143,6 +217,11 @@ def iterate(
     device = z0.device
     budget = options.max_iter if max_iter is None else min(options.max_iter, max_iter)
     tol = options.tol
+    compact = (
+        bool(getattr(options, "compact", False))
+        and isinstance(f, RowwiseMap)
+        and update.compactable
+    )
     z = z0.reshape(batch, -1)
     if frozen is None:
         done = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -152,12 +231,28 @@ def iterate(
     n_done = done_idx.numel()
     steps = torch.zeros(batch, dtype=torch.long, device=device)
     res = torch.full((batch,), math.inf, dtype=z.dtype, device=device)
-    nfe = 0
+    nfe = evaluations = 0
+    # z, done, steps and res describe the working rows; out holds the whole batch
+    # once compaction has dropped rows (out.rows: batch index of each working row)
+    out: _Compacted | None = None
     for k in range(budget):
-        if n_done == batch:
+        width = z.shape[0]
+        if n_done == width:
             break
-        fz = f(z.view(shape)).reshape(batch, -1)
+        if compact and n_done >= COMPACT_SHARE * width:
+            keep = (~done).nonzero().squeeze(1)
+            if out is None:
+                out = _Compacted(z, steps, res, done, keep)
+            else:
+                out.drop(z, steps, res, done, keep)
+            z, steps, res = z.index_select(0, keep), steps[keep], res[keep]
+            done = torch.zeros(keep.numel(), dtype=torch.bool, device=device)
+            done_idx, n_done, width = keep[:0], 0, keep.numel()
+            f = f.restrict(keep)  # type: ignore[attr-defined]
+            update.restrict(keep)
+        fz = f(z.view(width, *shape[1:])).reshape(width, -1)
         nfe += 1
+        evaluations += width
         if workspace is None or fz.requires_grad:
             g = fz - z
         else:  # two alternating buffers: the rule may still read the previous g
@@ -168,15 +263,16 @@ def iterate(
         res = torch.where(active, r, res)
         newly = active & (r <= tol)
         new_idx = newly.nonzero().squeeze(1)
-        if new_idx.numel() == batch - n_done:  # everyone is done: no update needed
+        if new_idx.numel() == width - n_done:  # everyone is done: no update needed
             z = z.index_copy(0, new_idx, fz.index_select(0, new_idx))
             done |= newly
             break
         z_next = update(k, z, fz, g)
         if n_done or new_idx.numel():
             # frozen rows keep their state and the newly converged take f(z);
-            # copy, since z_next may be f's own output (not ours to modify)
-            z_next = z_next.clone()
+            # copy if z_next shares memory with f's output or the iterate (not ours)
+            if _shares_memory(z_next, fz, z):
+                z_next = z_next.clone()
             z_next.index_copy_(0, done_idx, z.index_select(0, done_idx))
             z_next.index_copy_(0, new_idx, fz.index_select(0, new_idx))
             if new_idx.numel():
@@ -184,7 +280,50 @@ def iterate(
                 done_idx = done.nonzero().squeeze(1)
                 n_done = done_idx.numel()
         z = z_next
-    return SolverResult(z=z.view(shape), nfe=nfe, residual=res, steps=steps, converged=done)
+    if out is not None:
+        z, steps, res, done = out.finish(z, steps, res, done)
+    return IterationResult(
+        z=z.view(shape),
+        nfe=nfe,
+        residual=res,
+        steps=steps,
+        converged=done,
+        evaluations=evaluations,
+    )
+
+
+def _shares_memory(x: Tensor, *others: Tensor) -> bool:
+    """Whether ``x`` lives in the storage of any of ``others``."""
+    ptr = x.untyped_storage().data_ptr()
+    return any(ptr == other.untyped_storage().data_ptr() for other in others)
+
+
+class _Compacted:
+    """The whole batch's final states and statistics while the loop runs on fewer rows."""
+
+    def __init__(self, z: Tensor, steps: Tensor, res: Tensor, done: Tensor, keep: Tensor) -> None:
+        # the loop replaces (never modifies) these tensors from now on, except z,
+        # which may be f's own output: copy it
+        self.z, self.steps, self.res, self.done = z.clone(), steps, res, done
+        self.rows = keep
+
+    def drop(self, z: Tensor, steps: Tensor, res: Tensor, done: Tensor, keep: Tensor) -> None:
+        """Record the working rows' current values, then keep working on rows ``keep``."""
+        self._store(z, steps, res, done)
+        self.rows = self.rows[keep]
+
+    def finish(
+        self, z: Tensor, steps: Tensor, res: Tensor, done: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The whole batch's ``(z, steps, residual, converged)``."""
+        self._store(z, steps, res, done)
+        return self.z, self.steps, self.res, self.done
+
+    def _store(self, z: Tensor, steps: Tensor, res: Tensor, done: Tensor) -> None:
+        self.z.index_copy_(0, self.rows, z)
+        self.steps.index_copy_(0, self.rows, steps)
+        self.res.index_copy_(0, self.rows, res)
+        self.done.index_copy_(0, self.rows, done)
 
 
 class SolverBase(Configurable):

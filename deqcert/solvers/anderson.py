@@ -47,6 +47,8 @@ class AndersonOptions(SolverOptions):
 
 
 class _AndersonUpdate(UpdateRule):
+    compactable = True
+
     def __init__(self, z0: Tensor, m: int, lam: float, beta: float, ws: Workspace) -> None:
         batch, dim = z0.shape
         self.slots = m
@@ -80,6 +82,12 @@ class _AndersonUpdate(UpdateRule):
         if not bool(finite.all()):  # finite weights can still overflow the mixture
             z_next = torch.where(finite.unsqueeze(1), z_next, self._plain(z, fz, g))
         return z_next
+
+    def restrict(self, index: Tensor) -> None:
+        if self.slots > 1:  # fresh tensors: the workspace's buffers stay full-size
+            self.fs = self.fs.index_select(0, index)
+            self.gs = self.gs.index_select(0, index)
+            self.gram = self.gram.index_select(0, index)
 
     def _plain(self, z: Tensor, fz: Tensor, g: Tensor) -> Tensor:
         return fz if self.beta == 1.0 else z + self.beta * g

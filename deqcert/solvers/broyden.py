@@ -43,6 +43,8 @@ class BroydenOptions(SolverOptions):
 
 
 class _BroydenUpdate(UpdateRule):
+    compactable = True
+
     def __init__(self, z0: Tensor, memory: int, ws: Workspace) -> None:
         batch, dim = z0.shape
         self.slots = memory
@@ -101,6 +103,15 @@ class _BroydenUpdate(UpdateRule):
             step = torch.where(finite.unsqueeze(1), step, g)
         self.prev_g, self.prev_step = g, step
         return z + step
+
+    def restrict(self, index: Tensor) -> None:
+        # fresh tensors: the workspace's buffers stay full-size (work is scratch: a prefix will do)
+        self.s, self.p = self.s.index_select(0, index), self.p.index_select(0, index)
+        self.ss, self.sp = self.ss.index_select(0, index), self.sp.index_select(0, index)
+        self.work = self.work[: index.numel()]
+        if self.prev_g is not None and self.prev_step is not None:
+            self.prev_g = self.prev_g.index_select(0, index)
+            self.prev_step = self.prev_step.index_select(0, index)
 
     def _time_order(self, n: int, newest: int, device: torch.device) -> Tensor | None:
         """Slots from oldest to newest pair, or ``None`` while they are in order already."""

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..errors import OptionError
 from ..protocols import FixedPointSolver, SolverResult
-from ._common import Map, SolverBase, SolverOptions, check_state
+from ._common import IterationResult, Map, SolverBase, SolverOptions, check_state, row_evaluations
 
 DEFAULT_STAGES: list[Any] = [{"name": "anderson", "max_iter": 20}, {"name": "naive"}]
 
@@ -30,7 +30,8 @@ class ChainOptions(SolverOptions):
 
     ``tol`` and ``stop_mode`` (and ``max_iter`` as a per-stage default) are
     passed to stages given as ``{"name": ..., **options}`` dicts that do not set
-    them; stages given as solver objects are used as they are.
+    them, and so is ``compact`` when the stage has that option; stages given as
+    solver objects are used as they are.
     """
 
     solvers: list[Any] = Field(
@@ -63,11 +64,14 @@ class ChainSolver(SolverBase):
     def _build(self, stage: Any) -> Any:
         if not isinstance(stage, Mapping):
             return stage
-        from ..registry import create_solver  # the registry imports solvers lazily
+        from ..registry import create_solver, solvers  # the registry imports solvers lazily
 
         opts = {k: v for k, v in stage.items() if k != "name"}
         for key in ("max_iter", "tol", "stop_mode"):
             opts.setdefault(key, getattr(self.options, key))
+        known = getattr(getattr(solvers.get(stage["name"]), "Options", None), "model_fields", {})
+        if "compact" in known:  # a plugin stage may not have the option
+            opts.setdefault("compact", self.options.compact)
         try:
             return create_solver(stage["name"], **opts)
         except OptionError as exc:
@@ -97,7 +101,7 @@ class ChainSolver(SolverBase):
         )
         steps = torch.zeros(batch, dtype=torch.long, device=device)
         res = torch.full((batch,), float("inf"), dtype=z0.dtype, device=device)
-        z, nfe, remaining = z0, 0, self.budget(max_iter)
+        z, nfe, evaluations, remaining = z0, 0, 0, self.budget(max_iter)
         for stage in self.stages:
             if remaining <= 0 or bool(done.all()):
                 break
@@ -111,5 +115,8 @@ class ChainSolver(SolverBase):
             res = torch.where(active, r.residual.to(res), res)
             done = done | (active & r.converged.to(done.device))
             nfe += r.nfe
+            evaluations += row_evaluations(r, batch)
             remaining -= r.nfe
-        return SolverResult(z=z, nfe=nfe, residual=res, steps=steps, converged=done)
+        return IterationResult(
+            z=z, nfe=nfe, residual=res, steps=steps, converged=done, evaluations=evaluations
+        )

@@ -17,8 +17,13 @@ class NaiveOptions(SolverOptions):
 
 
 class _NaiveUpdate(UpdateRule):
+    compactable = True
+
     def __init__(self, damping: float) -> None:
         self.damping = damping
+
+    def restrict(self, index: Tensor) -> None:
+        """Stateless: nothing to drop."""
 
     def __call__(self, k: int, z: Tensor, fz: Tensor, g: Tensor) -> Tensor:
         if self.damping == 1.0:

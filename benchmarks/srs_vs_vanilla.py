@@ -1,0 +1,799 @@
+"""Serialized (SRS) against vanilla randomized smoothing on the bundled noise-trained MDEQs.
+
+Every method certifies the same test inputs of ``mnist-sample`` with the same
+run seed (input ``i`` draws its noise from ``noise_seed(seed, i)``, through
+:func:`deqcert.certify.dataset.certify_dataset`), and the methods are
+interleaved input by input so that a change in machine load hits them all
+alike.  Tables (printed, and written to ``benchmarks/results/``):
+
+1. **headline** (all inputs): vanilla with 30 Anderson steps from zeros
+   (``vanilla-30A``, which is also ``h_ref``) against SRS with one step and
+   the ``sound`` bound, chains started by a warm-up batch or at the anchor;
+2. **matrix** (the first ``--matrix-inputs``): vanilla 1A / 5A, the
+   uncompacted vanilla-30A, SRS 3A and 1B, and SRS 1A with the ``paper`` and
+   ``repro`` bounds (computed from the ``sound`` run's counts: the bound does
+   not change the sampling; both are marked as not sound);
+3. **K ablation** (the first ``--ablation-inputs``): the reference subset
+   size ``K`` against the radius cap (the radius at ``d = 0``,
+   ``C_m = n``) and certified accuracy against cost;
+4. **loss analysis**: why sound SRS certifies less than vanilla, per input.
+
+One step of ``naive``, ``anderson`` or ``broyden`` from the same state is the
+same computation (each starts with the plain step ``z <- f(z)``), so SRS 1N,
+1A and 1B give identical certificates; only 1A runs on every input unless
+``--all-one-step`` is given, and the matrix checks the claim on its inputs.
+
+Run ``python benchmarks/srs_vs_vanilla.py`` (the full configuration, for
+``make bench``), ``--quick`` (a few inputs at small ``n``, same tables), or
+pick ``--n``, ``--inputs``, ... ; ``--render`` rebuilds the tables and the plot
+from the saved per-input records without certifying anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deqcert import create_certifier, create_dataset, create_model, load_checkpoint
+from deqcert.certify import bounds
+from deqcert.certify.dataset import certify_dataset
+from deqcert.checkpoint import bundled_sigmas, default_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, markdown_table, pct, tune_allocator  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PLOT = ROOT / "docs" / "img" / "srs_vs_vanilla.png"
+K_DEFAULT = 400
+K_ABLATION = (100, 400, 1000, 2500)
+RADIUS_STEPS = 9  # radii 0, sigma/4, ..., 2 sigma
+REFERENCE = "vanilla-30A"
+
+
+@dataclass
+class Config:
+    """Everything a run depends on (written next to its tables)."""
+
+    sigma: float
+    n: int = 10_000
+    n0: int = 100
+    alpha: float = 0.001
+    batch: int = 400
+    inputs: int = 200
+    matrix_inputs: int = 50
+    ablation_inputs: int = 50
+    k: int = K_DEFAULT
+    ablation: tuple[int, ...] = K_ABLATION
+    seed: int = 0
+    threads: int = 2
+    compact: bool = True
+    all_one_step: bool = False
+    carry: bool = False
+    allocator: bool = True
+    quick: bool = False
+    checkpoint: str = ""
+
+
+@dataclass
+class Method:
+    """One certifier configuration and the inputs it runs on."""
+
+    key: str
+    certifier: str
+    options: dict[str, Any]
+    inputs: int
+    group: str
+    note: str = ""
+
+
+@dataclass
+class Record:
+    """What the tables need from one certificate."""
+
+    index: int
+    label: int
+    prediction: int
+    radius: float
+    correct: bool
+    p_lower: float
+    nfe: int
+    seconds: float
+    candidate: int = -1
+    counts: dict[str, Any] = field(default_factory=dict)
+    nfe_split: dict[str, int] = field(default_factory=dict)
+
+
+# -- the methods -----------------------------------------------------------------------------
+
+
+def reference_solver(cfg: Config, compact: bool | None = None) -> dict[str, Any]:
+    """The solver defining ``h_ref``: Anderson, 30 steps, tolerance 1e-3, from zeros."""
+    on = cfg.compact if compact is None else compact
+    return {"name": "anderson", "max_iter": 30, "tol": 1e-3, "compact": on}
+
+
+def scaled_k(cfg: Config, k: int) -> int:
+    """``K`` for this run: as given at ``n = 10,000``, scaled down with ``n`` (quick runs)."""
+    return max(1, min(cfg.n, round(k * cfg.n / 10_000)))
+
+
+def methods(cfg: Config) -> list[Method]:
+    noise = {"name": "gaussian", "sigma": cfg.sigma}
+    common = {"noise": noise, "n0": cfg.n0, "n": cfg.n, "alpha": cfg.alpha}
+    common["batch_size"] = cfg.batch
+    k = scaled_k(cfg, cfg.k)
+
+    def vanilla(key: str, steps: int, inputs: int, group: str, **kw: Any) -> Method:
+        solver = {**reference_solver(cfg), "max_iter": steps, **kw}
+        return Method(key, "vanilla", {**common, "solver": solver}, inputs, group)
+
+    def srs(key: str, solver: str, steps: int, start: str, inputs: int, group: str, **kw: Any):
+        options = {
+            **common,
+            "solver": {"name": solver, "max_iter": steps},
+            "reference_solver": reference_solver(cfg),
+            "reference_samples": kw.pop("K", k),
+            "chain_start": start,
+            "bound": "sound",
+        }
+        return Method(key, "serialized", options, inputs, group, **kw)
+
+    m, a = cfg.matrix_inputs, cfg.ablation_inputs
+    out = [vanilla(REFERENCE, 30, cfg.inputs, "headline")]
+    starts = ["warmup", "anchor"] + (["carry"] if cfg.carry else [])
+    for start in starts:
+        out.append(srs(f"srs-1A-{start}", "anderson", 1, start, cfg.inputs, "headline"))
+        n_inputs = cfg.inputs if cfg.all_one_step else m
+        out.append(srs(f"srs-1N-{start}", "naive", 1, start, n_inputs, "headline"))
+    if cfg.compact:
+        out.append(vanilla("vanilla-30A-nocompact", 30, m, "matrix", compact=False))
+    out.append(vanilla("vanilla-1A", 1, m, "matrix"))
+    out.append(vanilla("vanilla-5A", 5, m, "matrix"))
+    out.append(srs("srs-3A-anchor", "anderson", 3, "anchor", m, "matrix"))
+    out.append(srs("srs-1B-anchor", "broyden", 1, "anchor", m, "matrix"))
+    for kk in cfg.ablation:
+        if scaled_k(cfg, kk) != k:
+            out.append(
+                srs(
+                    f"srs-1A-anchor-K{kk}",
+                    "anderson",
+                    1,
+                    "anchor",
+                    a,
+                    "ablation",
+                    K=scaled_k(cfg, kk),
+                )
+            )
+    return out
+
+
+# -- running -------------------------------------------------------------------------------
+
+
+def to_record(raw: dict[str, Any]) -> Record:
+    extra = raw["certificate"].get("extra", {})
+    return Record(
+        index=raw["index"],
+        label=raw["label"],
+        prediction=raw["prediction"],
+        radius=raw["radius"],
+        correct=bool(raw["correct"]),
+        p_lower=raw["p_lower"],
+        nfe=raw["nfe"],
+        seconds=raw["seconds"],
+        candidate=int(extra.get("candidate", raw["prediction"])),
+        counts=dict(raw["counts"]),
+        nfe_split=dict(extra.get("nfe", {})),
+    )
+
+
+def run(cfg: Config, model: Any, dataset: Any, plan: list[Method]) -> dict[str, list[Record]]:
+    """Certify input by input, every method in turn (order rotated), timing each certificate."""
+    certifiers = {m.key: create_certifier(m.certifier, **m.options) for m in plan}
+    warm_x = dataset[len(dataset) - 1][0]  # not one of the inputs
+    for m in plan:  # first calls allocate buffers and load kernels: not timed
+        options = {**m.options, "n": min(cfg.n, 2 * cfg.batch)}
+        if m.certifier == "serialized":
+            options["reference_samples"] = min(options["n"], options["reference_samples"])
+        create_certifier(m.certifier, **options).certify(
+            model, warm_x, generator=torch.Generator().manual_seed(0)
+        )
+    records: dict[str, list[Record]] = {m.key: [] for m in plan}
+    start = time.perf_counter()
+    inputs = max(m.inputs for m in plan)
+    for i in range(inputs):
+        todo = [m for m in plan if i < m.inputs]
+        shift = i % len(todo)
+        for m in todo[shift:] + todo[:shift]:
+            raw = next(iter(certify_dataset(certifiers[m.key], model, dataset, [i], seed=cfg.seed)))
+            records[m.key].append(to_record(raw))
+        elapsed = time.perf_counter() - start
+        left = sum(max(0, m.inputs - i - 1) * _mean_seconds(records[m.key]) for m in plan)
+        print(
+            f"[sigma {cfg.sigma}] input {i + 1}/{inputs}: {elapsed / 60:.1f} min, "
+            f"~{left / 60:.1f} min left",
+            file=sys.stderr,
+            flush=True,
+        )
+    return records
+
+
+def _mean_seconds(records: list[Record]) -> float:
+    return statistics.fmean(r.seconds for r in records) if records else 0.0
+
+
+# -- derived rows ----------------------------------------------------------------------------
+
+
+def with_bound(cfg: Config, records: list[Record], bound: str) -> list[Record]:
+    """The ``paper`` or ``repro`` bound applied to a ``sound`` run's counts (same sampling)."""
+    rule = bounds.paper_lower if bound == "paper" else bounds.repro_lower
+    a1 = a2 = cfg.alpha / 2
+    out = []
+    for r in records:
+        c = r.counts
+        p = rule(c["C_m"], c["N1"], c["N2"], cfg.n, a1, a2).p_lower
+        candidate = r.candidate
+        certified = p > 0.5
+        radius = cfg.sigma * _phi_inv(p) if certified else 0.0
+        out.append(
+            Record(
+                index=r.index,
+                label=r.label,
+                prediction=candidate if certified else -1,
+                radius=radius if certified else 0.0,
+                correct=certified and candidate == r.label,
+                p_lower=p,
+                nfe=r.nfe,
+                seconds=r.seconds,
+                candidate=candidate,
+                counts=c,
+                nfe_split=r.nfe_split,
+            )
+        )
+    return out
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+
+def radii(cfg: Config) -> list[float]:
+    return [cfg.sigma * i / 4 for i in range(RADIUS_STEPS)]
+
+
+def certified_accuracy(records: list[Record], radius: float) -> float:
+    return statistics.fmean(r.correct and r.radius >= radius for r in records)
+
+
+def acr(records: list[Record]) -> float:
+    return statistics.fmean(r.radius if r.correct else 0.0 for r in records)
+
+
+def cap(cfg: Config, k: int) -> float:
+    """The largest radius the sound bound can give: ``d = 0``, ``C_m = n``."""
+    a = cfg.alpha / 2
+    p = bounds.sound_serialized_lower(cfg.n, 0, cfg.n, k, a, a).p_lower
+    return cfg.sigma * _phi_inv(p) if p > 0.5 else 0.0
+
+
+def _phi_inv(p: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(p))
+
+
+def speedup(records: list[Record], reference: list[Record]) -> tuple[float, float]:
+    """(wall, NFE) ratios of the reference over ``records`` on the same inputs."""
+    ref = {r.index: r for r in reference}
+    same = [r for r in records if r.index in ref]
+    wall = sum(ref[r.index].seconds for r in same) / sum(r.seconds for r in same)
+    nfe = sum(ref[r.index].nfe for r in same) / sum(r.nfe for r in same)
+    return wall, nfe
+
+
+# -- tables --------------------------------------------------------------------------------------
+
+
+def row_for(
+    cfg: Config, key: str, label: str, records: list[Record], reference: list[Record]
+) -> list[str]:
+    wall, nfe = speedup(records, reference)
+    acc = [pct(certified_accuracy(records, r)) for r in radii(cfg)]
+    return [
+        label,
+        str(len(records)),
+        *acc,
+        f"{acr(records) / cfg.sigma:.3f}",
+        f"{_mean_seconds(records):.2f}",
+        f"{statistics.fmean(r.nfe for r in records):,.0f}",
+        f"{wall:.1f}x",
+        f"{nfe:.1f}x",
+    ]
+
+
+def headers(cfg: Config) -> list[str]:
+    names = ["0"] + [f"{i}σ/4" if i % 4 else f"{i // 4}σ" for i in range(1, RADIUS_STEPS)]
+    names = [n.replace("2σ/4", "σ/2").replace("1σ", "σ").replace("6σ/4", "3σ/2") for n in names]
+    return ["method", "inputs", *names, "ACR/σ", "s/input", "NFE/input", "speedup", "NFE ratio"]
+
+
+LABELS = {
+    "vanilla-30A": "vanilla 30A (h_ref)",
+    "vanilla-30A-nocompact": "vanilla 30A, no compaction",
+    "vanilla-1A": "vanilla 1A",
+    "vanilla-5A": "vanilla 5A",
+}
+
+
+def label_of(key: str) -> str:
+    if key in LABELS:
+        return LABELS[key]
+    parts = key.split("-")  # srs-1A-anchor[-K1000|-paper|-repro]
+    text = f"SRS {parts[1]} {parts[2]}"
+    for extra in parts[3:]:
+        if extra.startswith("K"):
+            text += f", K={extra[1:]}"
+        else:
+            text += f", {extra} bound (NOT sound)"
+    if len(parts) == 3 or parts[3].startswith("K"):
+        text += ", sound"
+    return text
+
+
+def headline_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
+    ref = rec[REFERENCE]
+    keys = [REFERENCE] + [k for k in rec if k.startswith("srs-1") and len(k.split("-")) == 3]
+    keys = [k for k in keys if len(rec[k]) == cfg.inputs]
+    rows = [row_for(cfg, k, label_of(k), rec[k], ref) for k in keys]
+    return markdown_table(headers(cfg), rows)
+
+
+def matrix_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
+    m = cfg.matrix_inputs
+    ref = rec[REFERENCE][:m]
+    order = [
+        REFERENCE,
+        "vanilla-30A-nocompact",
+        "vanilla-5A",
+        "vanilla-1A",
+        *[k for k in rec if k[:6] in ("srs-1A", "srs-1N") and len(k.split("-")) == 3],
+        "srs-3A-anchor",
+        "srs-1B-anchor",
+        "srs-1A-anchor-paper",
+        "srs-1A-anchor-repro",
+    ]
+    rows = [row_for(cfg, k, label_of(k), rec[k][:m], ref) for k in order if k in rec]
+    return markdown_table(headers(cfg), rows)
+
+
+def ablation_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
+    a = cfg.ablation_inputs
+    ref = rec[REFERENCE][:a]
+    hdr = ["K", "cap radius/σ", "inputs", "0", "σ/4", "σ/2", "3σ/4", "σ", "ACR/σ"]
+    hdr += ["s/input", "NFE/input", "speedup", "NFE ratio"]
+    rows = []
+    for kk in cfg.ablation:
+        k = scaled_k(cfg, kk)
+        key = "srs-1A-anchor" if k == scaled_k(cfg, cfg.k) else f"srs-1A-anchor-K{kk}"
+        if key not in rec:
+            continue
+        rs = rec[key][:a]
+        wall, nfe = speedup(rs, ref)
+        acc = [pct(certified_accuracy(rs, cfg.sigma * i / 4)) for i in range(5)]
+        rows.append(
+            [
+                str(k),
+                f"{cap(cfg, k) / cfg.sigma:.3f}",
+                str(len(rs)),
+                *acc,
+                f"{acr(rs) / cfg.sigma:.3f}",
+                f"{_mean_seconds(rs):.2f}",
+                f"{statistics.fmean(r.nfe for r in rs):,.0f}",
+                f"{wall:.1f}x",
+                f"{nfe:.1f}x",
+            ]
+        )
+    van = [pct(certified_accuracy(ref, cfg.sigma * i / 4)) for i in range(5)]
+    rows.append(
+        [
+            "vanilla 30A",
+            f"{_vanilla_cap(cfg) / cfg.sigma:.3f}",
+            str(len(ref)),
+            *van,
+            f"{acr(ref) / cfg.sigma:.3f}",
+            f"{_mean_seconds(ref):.2f}",
+            f"{statistics.fmean(r.nfe for r in ref):,.0f}",
+            "1.0x",
+            "1.0x",
+        ]
+    )
+    return markdown_table(hdr, rows)
+
+
+def _vanilla_cap(cfg: Config) -> float:
+    p = bounds.clopper_pearson_lower(cfg.n, cfg.n, cfg.alpha)
+    return cfg.sigma * _phi_inv(p)
+
+
+def loss_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
+    """Per sound SRS method: inputs vanilla certifies at a radius <= sigma that SRS does not."""
+    ref = {r.index: r for r in rec[REFERENCE]}
+    hdr = ["method", "lost (input, radius) pairs", "gained", "capped by K", "mismatches d > 0"]
+    hdr += ["fewer serial votes", "other candidate / abstain", "mean A-agreement on S"]
+    hdr += ["min A-agreement", "inputs with d > 0"]
+    rows = []
+    for key, rs in rec.items():
+        if not key.startswith("srs-") or "paper" in key or "repro" in key:
+            continue
+        lost = gained = 0
+        causes = {"cap": 0, "mismatch": 0, "votes": 0, "candidate": 0}
+        agreement = []
+        for r in rs:
+            v = ref[r.index]
+            c = r.counts
+            agreement.append(1 - (c["d"] + c["reference_A"] - c["N1"]) / c["K"])
+            for rad in radii(cfg)[:5]:
+                v_ok = v.correct and v.radius >= rad
+                s_ok = r.correct and r.radius >= rad
+                gained += s_ok and not v_ok
+                if v_ok and not s_ok:
+                    lost += 1
+                    causes[_cause(cfg, r, v, rad)] += 1
+        d_pos = sum(r.counts["d"] > 0 for r in rs)
+        rows.append(
+            [
+                label_of(key),
+                str(lost),
+                str(gained),
+                str(causes["cap"]),
+                str(causes["mismatch"]),
+                str(causes["votes"]),
+                str(causes["candidate"]),
+                pct(statistics.fmean(agreement)),
+                pct(min(agreement)),
+                f"{d_pos}/{len(rs)}",
+            ]
+        )
+    return markdown_table(hdr, rows)
+
+
+def _cause(cfg: Config, srs: Record, van: Record, radius: float) -> str:
+    """Why sound SRS misses ``radius`` where vanilla reaches it, first reason that applies."""
+    c = srs.counts
+    if srs.prediction != van.prediction and not (srs.prediction == -1 and c["C_m"] > 0.5 * cfg.n):
+        return "candidate"
+    a = cfg.alpha / 2
+    ideal = bounds.sound_serialized_lower(cfg.n, 0, cfg.n, c["K"], a, a).p_lower
+    if cfg.sigma * _phi_inv(ideal) < radius:
+        return "cap"
+    no_mismatch = bounds.sound_serialized_lower(c["C_m"], 0, cfg.n, c["K"], a, a).p_lower
+    if no_mismatch > 0.5 and cfg.sigma * _phi_inv(no_mismatch) >= radius:
+        return "mismatch"
+    return "votes"
+
+
+def time_split_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
+    hdr = ["method", "chains", "warm-up", "anchor", "reference", "NFE/input"]
+    rows = []
+    for key, rs in rec.items():
+        if not rs or not rs[0].nfe_split:
+            continue
+        total = sum(r.nfe for r in rs)
+        parts = {
+            name: sum(r.nfe_split.get(name, 0) for r in rs) / total
+            for name in ("chains", "warmup", "anchor", "reference")
+        }
+        rows.append([label_of(key), *(pct(parts[p]) for p in parts), f"{total / len(rs):,.0f}"])
+    return markdown_table(hdr, rows)
+
+
+def identical_one_step(rec: dict[str, list[Record]]) -> list[str]:
+    """Check that 1N / 1B gave the same certificates as 1A on the inputs they share."""
+    lines = []
+    for start in ("warmup", "anchor", "carry"):
+        base = {r.index: r for r in rec.get(f"srs-1A-{start}", [])}
+        for other in (f"srs-1N-{start}", f"srs-1B-{start}"):
+            rs = rec.get(other)
+            if not rs or not base:
+                continue
+            same = sum(
+                (r.prediction, r.radius, r.counts["C_m"], r.counts["d"])
+                == (
+                    base[r.index].prediction,
+                    base[r.index].radius,
+                    base[r.index].counts["C_m"],
+                    base[r.index].counts["d"],
+                )
+                for r in rs
+            )
+            lines.append(f"{label_of(other)}: {same}/{len(rs)} certificates identical to 1A")
+    return lines
+
+
+def targets(cfg: Config, rec: dict[str, list[Record]]) -> list[str]:
+    ref = rec[REFERENCE]
+    lines = []
+    for key in rec:
+        if not key.startswith("srs-1A-") or len(key.split("-")) != 3:
+            continue
+        wall, _ = speedup(rec[key], ref)
+        gaps = [
+            certified_accuracy(ref, r) - certified_accuracy(rec[key], r) for r in radii(cfg)[:5]
+        ]
+        worst = max(gaps)
+        ok = wall >= 10 and worst <= 0.02
+        lines.append(
+            f"{label_of(key)}: {wall:.1f}x faster than vanilla 30A (target >= 10x), largest "
+            f"certified-accuracy loss up to sigma {100 * worst:.1f} points (target <= 2): "
+            + ("MET" if ok else "MISSED")
+        )
+    return lines
+
+
+# -- output --------------------------------------------------------------------------------------
+
+
+def describe_run(cfg: Config, minutes: float | None) -> str:
+    k = scaled_k(cfg, cfg.k)
+    parts = [
+        f"sigma = {cfg.sigma}, n = {cfg.n:,}, n0 = {cfg.n0}, alpha = {cfg.alpha}, "
+        f"batch {cfg.batch}, K = {k}, seed {cfg.seed}",
+        f"inputs: first {cfg.inputs} of mnist-sample test (matrix: first {cfg.matrix_inputs}, "
+        f"K ablation: first {cfg.ablation_inputs})",
+        f"model: {cfg.checkpoint}",
+        f"reference solver: Anderson m=5, 30 steps, tol 1e-3 (rel), from zeros, "
+        f"compaction {'on' if cfg.compact else 'off'}; allocator tuned: {cfg.allocator}",
+        machine(),
+    ]
+    if minutes is not None:
+        parts.append(f"wall time of the whole run: {minutes:.1f} min")
+    return "\n".join(f"- {p}" for p in parts)
+
+
+def render(cfg: Config, rec: dict[str, list[Record]], minutes: float | None) -> str:
+    rec = dict(rec)
+    anchor = rec.get("srs-1A-anchor")
+    if anchor:
+        m = cfg.matrix_inputs
+        rec["srs-1A-anchor-paper"] = with_bound(cfg, anchor[:m], "paper")
+        rec["srs-1A-anchor-repro"] = with_bound(cfg, anchor[:m], "repro")
+    out = [
+        f"### sigma = {cfg.sigma}" + (" (quick run)" if cfg.quick else ""),
+        "",
+        describe_run(cfg, minutes),
+        "",
+        "Certified accuracy (%) at each radius, ACR, mean wall seconds and NFE "
+        "(per-sample evaluations of f) per input, and speedups over vanilla 30A on the "
+        "same inputs.",
+        "",
+        f"#### Headline ({cfg.inputs} inputs)",
+        "",
+        headline_table(cfg, rec),
+        "",
+        *(f"- {line}" for line in targets(cfg, rec)),
+        "",
+        f"#### Full matrix (first {cfg.matrix_inputs} inputs)",
+        "",
+        matrix_table(cfg, rec),
+        "",
+        *(f"- {line}" for line in identical_one_step(rec)),
+        "",
+        f"#### Reference subset size K (first {cfg.ablation_inputs} inputs, SRS 1A anchor)",
+        "",
+        ablation_table(cfg, rec),
+        "",
+        "#### Where sound SRS loses certified accuracy (radii 0 to σ)",
+        "",
+        loss_table(cfg, rec),
+        "",
+        "#### Share of NFE by solve kind",
+        "",
+        time_split_table(cfg, {k: v for k, v in rec.items() if k.startswith("srs-")}),
+        "",
+    ]
+    return "\n".join(out)
+
+
+def plot(cfgs: list[Config], recs: list[dict[str, list[Record]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(cfgs), 2, figsize=(11, 4.2 * len(cfgs)), squeeze=False)
+    for (left, right), cfg, rec in zip(axes, cfgs, recs, strict=True):
+        grid = [cfg.sigma * i / 40 for i in range(81)]
+        keys = [REFERENCE] + [k for k in rec if k.startswith("srs-1A-") and len(k.split("-")) == 3]
+        ref = rec[REFERENCE]
+        for key in keys:
+            wall, _ = speedup(rec[key], ref)
+            name = label_of(key) + ("" if key == REFERENCE else f" ({wall:.1f}x faster)")
+            left.plot(grid, [100 * certified_accuracy(rec[key], r) for r in grid], label=name)
+        left.set_xlabel("L2 radius")
+        left.set_ylabel("certified accuracy (%)")
+        left.set_title(f"sigma = {cfg.sigma}, n = {cfg.n:,}, {cfg.inputs} inputs")
+        left.legend(fontsize=8)
+        left.grid(alpha=0.3)
+        a = cfg.ablation_inputs
+        van = ref[:a]
+        for kk in cfg.ablation:
+            k = scaled_k(cfg, kk)
+            key = "srs-1A-anchor" if k == scaled_k(cfg, cfg.k) else f"srs-1A-anchor-K{kk}"
+            if key not in rec:
+                continue
+            rs = rec[key][:a]
+            wall, _ = speedup(rs, van)
+            for j, (frac, name) in enumerate(((0.5, "σ/2"), (1.0, "σ"), (1.5, "3σ/2"))):
+                acc = 100 * certified_accuracy(rs, frac * cfg.sigma)
+                right.scatter(
+                    wall,
+                    acc,
+                    color=f"C{j + 1}",
+                    label=f"SRS at {name}" if kk == cfg.ablation[0] else None,
+                )
+                if j == 0:
+                    right.annotate(
+                        f"K={k} (cap {cap(cfg, k) / cfg.sigma:.2f}σ)",
+                        (wall, acc),
+                        fontsize=7,
+                        rotation=20,
+                    )
+        for j, frac in enumerate((0.5, 1.0, 1.5)):
+            right.axhline(
+                100 * certified_accuracy(van, frac * cfg.sigma), color=f"C{j + 1}", ls="--", lw=0.8
+            )
+        right.set_xlabel("speedup over vanilla 30A (wall); dashed: vanilla 30A")
+        right.set_ylabel("certified accuracy (%)")
+        right.set_title(f"SRS 1A anchor, sound: K ablation ({a} inputs)")
+        right.legend(fontsize=8)
+        right.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save_records(path: Path, cfg: Config, rec: dict[str, list[Record]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write(json.dumps({"config": asdict(cfg)}) + "\n")
+        for key, rs in rec.items():
+            for r in rs:
+                handle.write(json.dumps({"method": key, **asdict(r)}) + "\n")
+
+
+def load_records(path: Path) -> tuple[Config, dict[str, list[Record]]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    raw = json.loads(lines[0])["config"]
+    raw["ablation"] = tuple(raw["ablation"])
+    cfg = Config(**raw)
+    rec: dict[str, list[Record]] = {}
+    for line in lines[1:]:
+        item = json.loads(line)
+        rec.setdefault(item.pop("method"), []).append(Record(**item))
+    return cfg, rec
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+
+def parse(argv: Iterable[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="n=2000, 8 inputs: same tables, < 3 min")
+    p.add_argument("--sigmas", type=float, nargs="*", help="default: every bundled checkpoint")
+    p.add_argument("--n", type=int)
+    p.add_argument("--n0", type=int, default=100)
+    p.add_argument("--alpha", type=float, default=0.001)
+    p.add_argument("--batch", type=int, default=400)
+    p.add_argument("--inputs", type=int, help="headline inputs (default 200)")
+    p.add_argument("--matrix-inputs", type=int, help="default 50")
+    p.add_argument("--ablation-inputs", type=int, help="default 50")
+    p.add_argument("--k", type=int, default=K_DEFAULT, help="reference samples at n=10,000")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-compact", action="store_true", help="reference solves without compaction")
+    p.add_argument("--no-allocator", action="store_true", help="leave glibc malloc as it is")
+    p.add_argument("--all-one-step", action="store_true", help="run 1N on every input too")
+    p.add_argument("--carry", action="store_true", help="add the 'carry' chain start")
+    p.add_argument("--out", type=Path, help="markdown output (default benchmarks/results/...)")
+    p.add_argument("--plot", type=Path, help=f"PNG output (default {PLOT.relative_to(ROOT)})")
+    p.add_argument("--render", action="store_true", help="rebuild outputs from saved records")
+    p.add_argument(
+        "--untrained", action="store_true", help="debug the script on an untrained mdeq (small)"
+    )
+    p.add_argument("--checkpoint", type=Path, help="a checkpoint instead of the bundled one")
+    return p.parse_args(argv)
+
+
+def configs(args: argparse.Namespace) -> list[Config]:
+    sigmas = args.sigmas or ([0.25] if args.untrained or args.checkpoint else bundled_sigmas())
+    if not sigmas:
+        raise SystemExit("no bundled checkpoint found (deqcert/checkpoints/*.safetensors)")
+    quick = {"n": 2000, "inputs": 8, "matrix_inputs": 4, "ablation_inputs": 4}
+    full = {"n": 10_000, "inputs": 200, "matrix_inputs": 50, "ablation_inputs": 50}
+    base = quick if args.quick else full
+    out = []
+    for sigma in sigmas:
+        cfg = Config(
+            sigma=sigma,
+            n=args.n or base["n"],
+            n0=args.n0,
+            alpha=args.alpha,
+            batch=args.batch,
+            inputs=args.inputs or base["inputs"],
+            k=args.k,
+            seed=args.seed,
+            threads=args.threads,
+            compact=not args.no_compact,
+            all_one_step=args.all_one_step,
+            carry=args.carry,
+            allocator=not args.no_allocator,
+            quick=args.quick,
+        )
+        cfg.matrix_inputs = min(cfg.inputs, args.matrix_inputs or base["matrix_inputs"])
+        cfg.ablation_inputs = min(cfg.inputs, args.ablation_inputs or base["ablation_inputs"])
+        out.append(cfg)
+    return out
+
+
+def load_model(cfg: Config, untrained: bool, path: Path | None) -> Any:
+    """The model to certify; records which one (file name and SHA-256 prefix) in ``cfg``."""
+    if untrained:
+        torch.manual_seed(0)
+        cfg.checkpoint = "untrained mdeq (small), torch seed 0"
+        return create_model("mdeq", preset="small").eval()
+    path = path or default_checkpoint(cfg.sigma)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    cfg.checkpoint = f"{path.name} (sha256 {digest}...)"
+    return load_checkpoint(path)
+
+
+def main(argv: Iterable[str] | None = None) -> None:
+    args = parse(argv)
+    cfgs = configs(args)
+    suffix = "-quick" if args.quick else ""
+    out = args.out or RESULTS / f"srs_vs_vanilla{suffix}.md"
+    png = args.plot or (PLOT if not args.quick else RESULTS / "srs_vs_vanilla-quick.png")
+    torch.set_num_threads(args.threads)
+    tuned = tune_allocator() if not args.no_allocator else False
+    dataset = create_dataset("mnist-sample", split="test")
+    sections, recs = [], []
+    for cfg in cfgs:
+        cfg.allocator = tuned
+        records_path = out.with_name(f"{out.stem}-sigma{cfg.sigma:g}.jsonl")
+        if args.render:
+            cfg, rec = load_records(records_path)
+            minutes = None
+        else:
+            model = load_model(cfg, args.untrained, args.checkpoint)
+            start = time.perf_counter()
+            rec = run(cfg, model, dataset, methods(cfg))
+            minutes = (time.perf_counter() - start) / 60
+            save_records(records_path, cfg, rec)
+        text = render(cfg, rec, minutes)
+        print(text, flush=True)
+        sections.append(text)
+        recs.append(rec)
+        cfgs[cfgs.index(next(c for c in cfgs if c.sigma == cfg.sigma))] = cfg
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        "<!-- generated by benchmarks/srs_vs_vanilla.py: edit the script, not this file -->\n\n"
+    )
+    out.write_text(header + "\n".join(sections), encoding="utf-8")
+    plot(cfgs, recs, png)
+    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out} and {png}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Checkpoints: safetensors files that rebuild their model from the file alone.
+
+The tensors are the model's ``state_dict``; the safetensors metadata (string
+to string) holds JSON-encoded values: the registry name and options of the
+model, and whatever the caller adds (training config, dataset, sigma,
+metrics), plus the package and format versions.  Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import CheckpointError, DeqcertError
+from .registry import create_model, list_models, models
+
+FORMAT_VERSION = 1
+"""Version of the metadata layout; bumped on incompatible changes."""
+
+CHECKPOINT_DIR = "checkpoints"
+DEFAULT_NAME = "mdeq-small-sigma{sigma}.safetensors"
+_SIGMA_PATTERN = re.compile(r"^mdeq-small-sigma(?P<sigma>[0-9.]+)\.safetensors$")
+
+
+def model_name(model: nn.Module) -> str:
+    """The registry name of ``model``'s class (raises if it is not registered)."""
+    name = getattr(model, "registry_name", "")
+    if name:
+        return str(name)
+    for candidate in list_models():
+        try:
+            if models.get(candidate) is type(model):
+                return candidate
+        except DeqcertError:
+            continue
+    raise CheckpointError(
+        f"{type(model).__name__} is not a registered model; register it under "
+        "deqcert.models to save it"
+    )
+
+
+def save_checkpoint(
+    model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write ``model``'s weights and ``metadata`` to ``path`` atomically; return the path.
+
+    ``metadata`` values may be any JSON-serialisable objects (typically
+    ``train_config``, ``dataset``, ``sigma`` and ``metrics``); ``model``,
+    ``model_options``, ``deqcert_version`` and ``format_version`` are filled in.
+    """
+    from . import __version__
+
+    path = Path(path)
+    settings: Any = getattr(model, "options", None)
+    if not hasattr(settings, "model_dump"):
+        raise CheckpointError(f"{type(model).__name__} has no pydantic 'options' to record")
+    options = settings.model_dump(mode="json")
+    record: dict[str, Any] = dict(metadata or {})
+    record.update(
+        model=model_name(model),
+        model_options=options,
+        deqcert_version=__version__,
+        format_version=FORMAT_VERSION,
+    )
+    try:
+        encoded = {key: json.dumps(value, sort_keys=True) for key, value in record.items()}
+    except TypeError as exc:
+        raise CheckpointError(f"checkpoint metadata is not JSON-serialisable: {exc}") from None
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=encoded)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def checkpoint_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The decoded metadata of a checkpoint (without loading its tensors)."""
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
+    decoded: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            decoded[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise CheckpointError(
+                f"{path}: metadata entry {key!r} is not JSON; not a deqcert checkpoint"
+            ) from None
+    return decoded
+
+
+def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Any:
+    """Rebuild the model described by the checkpoint, load its weights, return it in eval mode."""
+    path = _existing(path)
+    meta = checkpoint_metadata(path)
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint format_version {version!r} "
+            f"(this deqcert reads version {FORMAT_VERSION})"
+        )
+    name, options = meta.get("model"), meta.get("model_options")
+    if not isinstance(name, str) or not isinstance(options, dict):
+        raise CheckpointError(f"{path}: metadata lacks 'model' and 'model_options'")
+    if name not in list_models():
+        raise CheckpointError(
+            f"{path}: unknown model {name!r}. Known models: {', '.join(list_models()) or 'none'}"
+        )
+    try:
+        model = create_model(name, **options)
+    except DeqcertError as exc:
+        raise CheckpointError(f"{path}: cannot rebuild model {name!r}: {exc}") from None
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read tensors: {exc}") from None
+    _check_tensors(path, model.state_dict(), tensors)
+    model.load_state_dict(tensors, strict=True)
+    return model.to(device).eval()
+
+
+def default_checkpoint(sigma: float = 0.25) -> Path:
+    """Path of the bundled ``mdeq`` (small) checkpoint trained at noise level ``sigma``."""
+    folder = Path(str(resources.files("deqcert").joinpath(CHECKPOINT_DIR)))
+    available = bundled_sigmas()
+    for candidate in available:
+        if abs(candidate - sigma) < 1e-9:
+            return folder / DEFAULT_NAME.format(sigma=_format_sigma(candidate))
+    listed = ", ".join(_format_sigma(s) for s in available) or "none"
+    raise CheckpointError(f"no bundled checkpoint for sigma={sigma}. Available sigmas: {listed}")
+
+
+def bundled_sigmas() -> list[float]:
+    """Noise levels of the bundled checkpoints, ascending."""
+    folder = Path(str(resources.files("deqcert").joinpath(CHECKPOINT_DIR)))
+    found = []
+    for path in folder.glob("*.safetensors") if folder.is_dir() else []:
+        match = _SIGMA_PATTERN.match(path.name)
+        if match:
+            found.append(float(match["sigma"]))
+    return sorted(found)
+
+
+def _format_sigma(sigma: float) -> str:
+    return f"{sigma:g}" if "." in f"{sigma:g}" else f"{sigma:.1f}"
+
+
+def _existing(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
+def _check_tensors(
+    path: Path, expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]
+) -> None:
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors: {', '.join(missing)}")
+        if extra:
+            parts.append(f"unexpected tensors: {', '.join(extra)}")
+        raise CheckpointError(f"{path} does not match its model: " + "; ".join(parts))
+    for key, tensor in expected.items():
+        if found[key].shape != tensor.shape:
+            raise CheckpointError(
+                f"{path}: tensor {key!r} has shape {tuple(found[key].shape)}, "
+                f"the model expects {tuple(tensor.shape)}"
+            )

@@ -1,0 +1,243 @@
+"""A built certification pipeline: the objects a :class:`~deqcert.config.CertifyConfig` describes.
+
+:func:`build_pipeline` validates everything a run needs before anything is
+written (checkpoint, components, index selection, every selected input), and
+:meth:`CertifyPipeline.run` certifies the inputs not yet in the results file
+with an executor, appending each record as it completes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..errors import DataError, DeqcertError
+from ..results import ResultsWriter, infer_format, to_jsonable
+from .sharding import Shard
+
+if TYPE_CHECKING:
+    from ..config import CertifyConfig
+    from . import Executor
+
+RecordCallback = Callable[[dict[str, Any]], None]
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class RunSummary:
+    """What :meth:`CertifyPipeline.run` did."""
+
+    path: Path
+    selected: int
+    skipped: int
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class CertifyPipeline:
+    """Everything one run needs, built and validated.
+
+    Attributes:
+        config: the effective config (checkpoint path, device and noise level filled in).
+        selected: the run's indices before sharding; ``indices``: this shard's.
+    """
+
+    config: CertifyConfig
+    dataset: Any
+    model: Any
+    noise: Any
+    solvers: dict[str, Any]
+    certifier: Any
+    executor: Executor
+    selected: list[int]
+    indices: list[int]
+    shard: Shard | None
+    checkpoint_sha256: str
+    metadata: dict[str, Any]
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.config.device)
+
+    # -- validation ----------------------------------------------------------
+    def validate_inputs(self, indices: Sequence[int] | None = None) -> None:
+        """Check every input: a finite ``(C, H, W)`` tensor the model accepts, a known label."""
+        indices = self.indices if indices is None else indices
+        expected = getattr(self.model, "input_shape", None)
+        expected = tuple(expected) if expected is not None else None
+        num_classes = getattr(self.model, "num_classes", None)
+        for index in indices:
+            x, label = self.dataset[index]
+            where = f"input {index} of dataset '{self.config.dataset.name}'"
+            if not isinstance(x, torch.Tensor) or x.ndim != 3:
+                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise DataError(f"{where} is {shape}; expected a (C, H, W) image tensor")
+            if not bool(torch.isfinite(x).all()):
+                raise DataError(f"{where} contains NaN or infinite values; inputs must be finite")
+            if expected is not None and tuple(x.shape) != expected:
+                raise DataError(
+                    f"{where} has shape {tuple(x.shape)} but the model expects {expected}"
+                )
+            if isinstance(num_classes, int) and not 0 <= int(label) < num_classes:
+                raise DataError(f"{where} has label {label}; the model has {num_classes} classes")
+        if indices:
+            self._probe(indices[0])
+
+    def _probe(self, index: int) -> None:
+        """One clean forward pass, so a model/input mismatch fails before any file is written."""
+        x, _ = self.dataset[index]
+        solver = self.solvers.get("reference_solver") or self.solvers.get("solver")
+        try:
+            with torch.no_grad():
+                self.model(x.unsqueeze(0).to(self.device), solver=solver)
+        except DeqcertError as exc:
+            raise DataError(f"input {index} does not fit the model: {exc}") from None
+        except (RuntimeError, ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(
+                f"input {index} of shape {tuple(x.shape)} does not fit the model: {first}"
+            ) from None
+
+    # -- provenance ------------------------------------------------------------
+    def header(self) -> dict[str, Any]:
+        """The header record of this run's results file."""
+        from .. import __version__
+
+        config = self.config
+        return to_jsonable(
+            {
+                "type": "header",
+                "format_version": 1,
+                "deqcert_version": __version__,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                "config": config.effective(),
+                "checkpoint": {"path": config.checkpoint, "sha256": self.checkpoint_sha256},
+                "seed": config.seed,
+                "shard": (
+                    {"index": self.shard.index, "count": self.shard.count} if self.shard else None
+                ),
+                "model": {"name": self.metadata.get("model"),
+                          "options": self.metadata.get("model_options")},
+                "dataset": {"name": config.dataset.name, "length": len(self.dataset)},
+                "selected": len(self.selected),
+                "certifier": _describe(self.certifier),
+            }
+        )
+
+    def default_out(self) -> Path:
+        """``results/<mode>-<local time>[-shard-i-of-n].<format>``."""
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        shard = f"-shard-{self.shard.tag}" if self.shard else ""
+        fmt = self.config.format or "jsonl"
+        return Path("results") / f"{self.config.mode}-{stamp}{shard}.{fmt}"
+
+    # -- running -----------------------------------------------------------------
+    def prepare_output(self, out: str | Path | None = None) -> ResultsWriter:
+        """Check the output (writable; same run if it exists) without touching it.
+
+        ``{shard}`` in the path becomes the shard's tag (``1-of-4``, or ``all``).
+        """
+        target = out if out is not None else self.config.out
+        if target is not None:
+            target = str(target).replace("{shard}", self.shard.tag if self.shard else "all")
+        path = Path(target) if target is not None else self.default_out()
+        fmt = infer_format(path, self.config.format)
+        return ResultsWriter(path, self.header(), fmt, create_parent=target is None)
+
+    def records(self, indices: Sequence[int] | None = None) -> Iterator[dict[str, Any]]:
+        """Records for ``indices`` (default: this shard's), without writing anything."""
+        return self.executor.run(self, self.indices if indices is None else list(indices))
+
+    def run(
+        self,
+        out: str | Path | None = None,
+        *,
+        writer: ResultsWriter | None = None,
+        on_record: RecordCallback | None = None,
+    ) -> RunSummary:
+        """Certify the inputs not yet in the results file and append their records."""
+        writer = writer if writer is not None else self.prepare_output(out)
+        todo = [i for i in self.indices if i not in writer.done]
+        summary = RunSummary(writer.path, len(self.indices), len(self.indices) - len(todo))
+        with writer:
+            for record in self.records(todo) if todo else iter(()):
+                writer.write(record)
+                summary.records.append(record)
+                if on_record is not None:
+                    on_record(record)
+        return summary
+
+
+def _describe(component: Any) -> Any:
+    describe = getattr(component, "describe", None)
+    return describe() if callable(describe) else type(component).__name__
+
+
+def build_pipeline(config: CertifyConfig, *, validate_inputs: bool = True) -> CertifyPipeline:
+    """Resolve ``config`` and build every component, validating as early as possible."""
+    from ..checkpoint import checkpoint_metadata, load_checkpoint
+    from ..config import (
+        SOLVER_ROLES,
+        accepted_options,
+        build_component,
+        resolve_device,
+        select_indices,
+    )
+
+    path = config.checkpoint_path()
+    model = load_checkpoint(path, device=resolve_device(config.device))
+    metadata = checkpoint_metadata(path)
+    resolved = config.resolve(metadata)
+    noise = build_component("noise", resolved.noise)
+    solvers = {
+        role: build_component(role, spec)
+        for role in SOLVER_ROLES
+        if (spec := getattr(resolved, role)) is not None
+    }
+    arguments: dict[str, Any] = {
+        "noise": noise,
+        **solvers,
+        "n0": resolved.n0,
+        "n": resolved.n,
+        "alpha": resolved.alpha,
+        "batch_size": resolved.batch,
+    }
+    accepted = accepted_options("certifier", resolved.certifier.name)
+    if accepted is not None:
+        arguments = {k: v for k, v in arguments.items() if k in accepted}
+    certifier = build_component("certifier", resolved.certifier, **arguments)
+    executor = build_component("executor", resolved.executor)
+    dataset = build_component("dataset", resolved.dataset)
+    selected = select_indices(resolved.indices, resolved.skip, resolved.max, len(dataset))
+    shard = Shard.parse(resolved.shard) if resolved.shard else None
+    pipeline = CertifyPipeline(
+        config=resolved,
+        dataset=dataset,
+        model=model,
+        noise=noise,
+        solvers=solvers,
+        certifier=certifier,
+        executor=executor,
+        selected=selected,
+        indices=shard.select(selected) if shard else list(selected),
+        shard=shard,
+        checkpoint_sha256=file_sha256(resolved.checkpoint),
+        metadata=metadata,
+    )
+    if validate_inputs:
+        pipeline.validate_inputs()
+    return pipeline
