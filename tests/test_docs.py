@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 SKIP_MARKER = "<!-- skip-test -->"
@@ -108,13 +109,19 @@ def test_page_code_blocks_run(
     page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    # one thread: the examples use small batches, and the test machine is shared
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem.replace('-', '_')}"}
-    for block in python_blocks(page):
-        code = compile(block.source, f"{page.name}:{block.line}", "exec")
-        try:
-            exec(code, namespace)
-        except Exception as exc:
-            pytest.fail(
-                f"{page.name}, code block starting at line {block.line}: "
-                f"{type(exc).__name__}: {exc}"
-            )
+    try:
+        for block in python_blocks(page):
+            code = compile(block.source, f"{page.name}:{block.line}", "exec")
+            try:
+                exec(code, namespace)
+            except Exception as exc:
+                pytest.fail(
+                    f"{page.name}, code block starting at line {block.line}: "
+                    f"{type(exc).__name__}: {exc}"
+                )
+    finally:
+        torch.set_num_threads(threads)

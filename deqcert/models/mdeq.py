@@ -56,6 +56,13 @@ class MDEQOptions(ImageModelOptions):
         return self
 
 
+def injection_layers(cin: int, cout: int, downsamples: int, groups: int) -> nn.Sequential:
+    """3x3 convolutions (``downsamples`` of stride 2, or one of stride 1), then group norm."""
+    strides = [2] * downsamples or [1]
+    convs = [conv3x3(cin if k == 0 else cout, cout, stride=s) for k, s in enumerate(strides)]
+    return nn.Sequential(*convs, group_norm(cout, groups))
+
+
 class Resample(nn.Module):
     """Map branch ``src`` to the resolution and width of branch ``dst``."""
 
@@ -102,13 +109,7 @@ class MDEQ(DEQModel):
             nn.ReLU(),
         )
         self.injections = nn.ModuleList(
-            nn.Sequential(
-                *[conv3x3(o.stem_channels if k == 0 else w, w, stride=2) for k in range(i)]
-                if i
-                else [conv3x3(o.stem_channels, w)],
-                group_norm(w, o.groups),
-            )
-            for i, w in enumerate(widths)
+            injection_layers(o.stem_channels, w, i, o.groups) for i, w in enumerate(widths)
         )
         self.blocks = nn.ModuleList(ResidualBlock(w, o.groups) for w in widths)
         self.fuse = nn.ModuleList(

@@ -28,10 +28,19 @@ class KMOptions(SolverOptions):
 
 
 class KMUpdate(UpdateRule):
-    """One averaged step ``z + alpha (f(z) - z)`` on flat ``(B, D)`` tensors."""
+    """One averaged step ``z + alpha (f(z) - z)`` on flat ``(B, D)`` tensors.
+
+    It keeps no per-sample state, so the shared loop may drop finished rows
+    from the batch (``compact``) at no cost: :meth:`restrict` has nothing to do.
+    """
+
+    compactable = True
 
     def __init__(self, alpha: float) -> None:
         self.alpha = alpha
+
+    def restrict(self, index: Tensor) -> None:
+        """Stateless: nothing to drop."""
 
     def __call__(self, k: int, z: Tensor, fz: Tensor, g: Tensor) -> Tensor:
         return z + self.alpha * g
