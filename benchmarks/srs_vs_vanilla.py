@@ -166,7 +166,7 @@ def methods(cfg: Config) -> list[Method]:
         if scaled_k(cfg, kk) != k:
             out.append(
                 srs(
-                    f"srs-1A-anchor-K{kk}",
+                    f"srs-1A-anchor-K{scaled_k(cfg, kk)}",
                     "anderson",
                     1,
                     "anchor",
@@ -385,7 +385,9 @@ def ablation_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
     rows = []
     for kk in cfg.ablation:
         k = scaled_k(cfg, kk)
-        key = "srs-1A-anchor" if k == scaled_k(cfg, cfg.k) else f"srs-1A-anchor-K{kk}"
+        key = (
+            "srs-1A-anchor" if k == scaled_k(cfg, cfg.k) else f"srs-1A-anchor-K{scaled_k(cfg, kk)}"
+        )
         if key not in rec:
             continue
         rs = rec[key][:a]
@@ -430,8 +432,8 @@ def loss_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
     """Per sound SRS method: inputs vanilla certifies at a radius <= sigma that SRS does not."""
     ref = {r.index: r for r in rec[REFERENCE]}
     hdr = ["method", "lost (input, radius) pairs", "gained", "capped by K", "mismatches d > 0"]
-    hdr += ["fewer serial votes", "other candidate / abstain", "mean A-agreement on S"]
-    hdr += ["min A-agreement", "inputs with d > 0"]
+    hdr += ["C_m too low for K", "other candidate", "mean A-agreement on S (%)"]
+    hdr += ["min A-agreement (%)", "inputs with d > 0", "mean (n_A - C_m)/n (%)"]
     rows = []
     for key, rs in rec.items():
         if not key.startswith("srs-") or "paper" in key or "repro" in key:
@@ -451,6 +453,15 @@ def loss_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
                     lost += 1
                     causes[_cause(cfg, r, v, rad)] += 1
         d_pos = sum(r.counts["d"] > 0 for r in rs)
+        vote_gap = (
+            statistics.fmean(
+                (ref[r.index].counts.get("n_A", 0) - r.counts["C_m"]) / cfg.n
+                for r in rs
+                if ref[r.index].prediction == r.candidate
+            )
+            if any(ref[r.index].prediction == r.candidate for r in rs)
+            else 0.0
+        )
         rows.append(
             [
                 label_of(key),
@@ -463,22 +474,28 @@ def loss_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
                 pct(statistics.fmean(agreement)),
                 pct(min(agreement)),
                 f"{d_pos}/{len(rs)}",
+                pct(vote_gap),
             ]
         )
     return markdown_table(hdr, rows)
 
 
 def _cause(cfg: Config, srs: Record, van: Record, radius: float) -> str:
-    """Why sound SRS misses ``radius`` where vanilla reaches it, first reason that applies."""
+    """Why sound SRS misses ``radius`` where vanilla reaches it (the first reason that applies).
+
+    ``candidate``: SRS selected another class; ``cap``: beyond the radius the
+    bound allows even with ``C_m = n`` and ``d = 0``; ``mismatch``: the same
+    ``C_m`` with ``d = 0`` would have reached ``radius``; ``votes``: below the
+    cap, but ``C_m`` is too low for the hypergeometric correction of ``K``.
+    """
     c = srs.counts
-    if srs.prediction != van.prediction and not (srs.prediction == -1 and c["C_m"] > 0.5 * cfg.n):
+    if srs.candidate != van.prediction:
         return "candidate"
     a = cfg.alpha / 2
-    ideal = bounds.sound_serialized_lower(cfg.n, 0, cfg.n, c["K"], a, a).p_lower
-    if cfg.sigma * _phi_inv(ideal) < radius:
+    if cap(cfg, c["K"]) < radius:
         return "cap"
     no_mismatch = bounds.sound_serialized_lower(c["C_m"], 0, cfg.n, c["K"], a, a).p_lower
-    if no_mismatch > 0.5 and cfg.sigma * _phi_inv(no_mismatch) >= radius:
+    if c["d"] > 0 and no_mismatch > 0.5 and cfg.sigma * _phi_inv(no_mismatch) >= radius:
         return "mismatch"
     return "votes"
 
@@ -629,7 +646,11 @@ def plot(cfgs: list[Config], recs: list[dict[str, list[Record]]], path: Path) ->
         van = ref[:a]
         for kk in cfg.ablation:
             k = scaled_k(cfg, kk)
-            key = "srs-1A-anchor" if k == scaled_k(cfg, cfg.k) else f"srs-1A-anchor-K{kk}"
+            key = (
+                "srs-1A-anchor"
+                if k == scaled_k(cfg, cfg.k)
+                else f"srs-1A-anchor-K{scaled_k(cfg, kk)}"
+            )
             if key not in rec:
                 continue
             rs = rec[key][:a]

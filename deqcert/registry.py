@@ -208,7 +208,7 @@ def create_model(name: str, /, **options: Any) -> Any:
 
 
 def create_dataset(name: str, /, split: str = "test", **options: Any) -> Any:
-    """Build a registered dataset of ``(x, label)`` with ``x`` in ``[0, 1]``, shape ``(C, H, W)``."""
+    """Build a registered dataset of ``(x, label)``, ``x`` in ``[0, 1]`` of shape ``(C, H, W)``."""
     return datasets.create(name, split=split, **options)
 
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner, Result
+
+# One torch thread: the test tensors are small, and subprocesses started by the
+# tests (the CLI) inherit OMP_NUM_THREADS; oversubscribing 2 cores is far slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 FAST = ["--n0", "10", "--n", "200", "--batch", "50", "--alpha", "0.01",
         "--set", "certifier.reference_samples=40"]

@@ -196,7 +196,7 @@ def test_gaussian_linf_radius_and_samples(plugin_site: Path) -> None:
 
 
 def test_km_compaction_drops_finished_rows_without_changing_answers(plugin_site: Path) -> None:
-    from deqcert.solvers._common import RowwiseMap
+    from deqcert.solvers import RowwiseMap
 
     gen = torch.Generator().manual_seed(2)
     rates = torch.tensor([0.05, 0.1, 0.2, 0.6], dtype=torch.float64).view(4, 1)

@@ -407,6 +407,13 @@ class VerifiedCertifier(Configurable):
         """Name and options, plus the bound's name and that it is sound."""
         return {**super().describe(), "bound": BOUND, "sound": True}
 
+    def check_model(self, model: Any) -> None:
+        """Raise :class:`NotContractiveError` now if ``model`` cannot be certified (no fallback).
+
+        Pipelines call this before writing any output file.
+        """
+        self._verifier(model)
+
     # -- sampling ---------------------------------------------------------------
     def _verifier(self, model: Any) -> Verifier | None:
         """The check for ``model``, or None to fall back to vanilla smoothing."""

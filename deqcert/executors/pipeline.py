@@ -94,6 +94,9 @@ class CertifyPipeline:
                 )
             if isinstance(num_classes, int) and not 0 <= int(label) < num_classes:
                 raise DataError(f"{where} has label {label}; the model has {num_classes} classes")
+        check_model = getattr(self.certifier, "check_model", None)
+        if callable(check_model):  # e.g. `verified` refuses a model with no contraction bound
+            check_model(self.model)
         if indices:
             self._probe(indices[0])
 

@@ -6,3 +6,7 @@ semantics (per-sample stopping and freezing, NFE and step counting, residuals):
 see :mod:`deqcert.solvers._common`.  Plugin solvers can check themselves
 against the same contract with :mod:`deqcert.testing.solvers`.
 """
+
+from ._common import IterativeSolver, RowwiseMap, SolverOptions, UpdateRule
+
+__all__ = ["IterativeSolver", "RowwiseMap", "SolverOptions", "UpdateRule"]

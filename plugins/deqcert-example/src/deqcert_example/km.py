@@ -16,7 +16,7 @@ from __future__ import annotations
 from pydantic import Field
 from torch import Tensor
 
-from deqcert.solvers._common import IterativeSolver, SolverOptions, UpdateRule
+from deqcert.solvers import IterativeSolver, SolverOptions, UpdateRule
 
 
 class KMOptions(SolverOptions):
