@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import platform
 from collections.abc import Sequence
 
@@ -39,11 +40,12 @@ def tune_allocator() -> bool:
     return mmap_ok and trim_ok
 
 
-def machine() -> str:
+def machine(threads: int | None = None) -> str:
     """One line describing the software and hardware the numbers come from."""
     cpu = platform.processor() or platform.machine()
+    threads = torch.get_num_threads() if threads is None else threads
     return (
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+        f"torch {torch.__version__}, {threads} torch thread(s), {os.cpu_count()} CPU(s) "
         f"{cpu}, Python {platform.python_version()}"
     )
 

@@ -9,10 +9,12 @@ alike.  Tables (printed, and written to ``benchmarks/results/``):
 1. **headline** (all inputs): vanilla with 30 Anderson steps from zeros
    (``vanilla-30A``, which is also ``h_ref``) against SRS with one step and
    the ``sound`` bound, chains started by a warm-up batch or at the anchor;
-2. **matrix** (the first ``--matrix-inputs``): vanilla 1A / 5A, the
-   uncompacted vanilla-30A, SRS 3A and 1B, and SRS 1A with the ``paper`` and
-   ``repro`` bounds (computed from the ``sound`` run's counts: the bound does
-   not change the sampling; both are marked as not sound);
+2. **matrix** (the first ``--matrix-inputs``): vanilla 1A / 5A, SRS 3A and
+   1B, and SRS 1A with the ``paper`` and ``repro`` bounds (computed from the
+   ``sound`` run's counts: the bound does not change the sampling; both are
+   marked as not sound); on the first ``--baseline-inputs`` also the
+   consistency runs, vanilla 30A without compaction and SRS 1N, whose
+   certificates must equal vanilla 30A's and SRS 1A's;
 3. **K ablation** (the first ``--ablation-inputs``): the reference subset
    size ``K`` against the radius cap (the radius at ``d = 0``,
    ``C_m = n``) and certified accuracy against cost;
@@ -21,7 +23,8 @@ alike.  Tables (printed, and written to ``benchmarks/results/``):
 One step of ``naive``, ``anderson`` or ``broyden`` from the same state is the
 same computation (each starts with the plain step ``z <- f(z)``), so SRS 1N,
 1A and 1B give identical certificates; only 1A runs on every input unless
-``--all-one-step`` is given, and the matrix checks the claim on its inputs.
+``--all-one-step`` is given, and the tables report how many 1N / 1B
+certificates equal 1A's.
 
 Run ``python benchmarks/srs_vs_vanilla.py`` (the full configuration, for
 ``make bench``), ``--quick`` (a few inputs at small ``n``, same tables), or
@@ -56,7 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PLOT = ROOT / "docs" / "img" / "srs_vs_vanilla.png"
 K_DEFAULT = 400
-K_ABLATION = (100, 400, 1000, 2500)
+K_ABLATION = (100, 200, 400, 1000, 2500)
 RADIUS_STEPS = 9  # radii 0, sigma/4, ..., 2 sigma
 REFERENCE = "vanilla-30A"
 
@@ -73,6 +76,7 @@ class Config:
     inputs: int = 200
     matrix_inputs: int = 50
     ablation_inputs: int = 50
+    baseline_inputs: int = 20
     k: int = K_DEFAULT
     ablation: tuple[int, ...] = K_ABLATION
     seed: int = 0
@@ -138,7 +142,9 @@ def methods(cfg: Config) -> list[Method]:
         solver = {**reference_solver(cfg), "max_iter": steps, **kw}
         return Method(key, "vanilla", {**common, "solver": solver}, inputs, group)
 
-    def srs(key: str, solver: str, steps: int, start: str, inputs: int, group: str, **kw: Any):
+    def srs(
+        key: str, solver: str, steps: int, start: str, inputs: int, group: str, **kw: Any
+    ) -> Method:
         options = {
             **common,
             "solver": {"name": solver, "max_iter": steps},
@@ -154,10 +160,11 @@ def methods(cfg: Config) -> list[Method]:
     starts = ["warmup", "anchor"] + (["carry"] if cfg.carry else [])
     for start in starts:
         out.append(srs(f"srs-1A-{start}", "anderson", 1, start, cfg.inputs, "headline"))
-        n_inputs = cfg.inputs if cfg.all_one_step else m
-        out.append(srs(f"srs-1N-{start}", "naive", 1, start, n_inputs, "headline"))
+        n_inputs = cfg.inputs if cfg.all_one_step else min(m, cfg.baseline_inputs)
+        out.append(srs(f"srs-1N-{start}", "naive", 1, start, n_inputs, "check"))
     if cfg.compact:
-        out.append(vanilla("vanilla-30A-nocompact", 30, m, "matrix", compact=False))
+        baseline = min(m, cfg.baseline_inputs)
+        out.append(vanilla("vanilla-30A-nocompact", 30, baseline, "check", compact=False))
     out.append(vanilla("vanilla-1A", 1, m, "matrix"))
     out.append(vanilla("vanilla-5A", 5, m, "matrix"))
     out.append(srs("srs-3A-anchor", "anderson", 3, "anchor", m, "matrix"))
@@ -380,46 +387,17 @@ def matrix_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
 def ablation_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
     a = cfg.ablation_inputs
     ref = rec[REFERENCE][:a]
-    hdr = ["K", "cap radius/σ", "inputs", "0", "σ/4", "σ/2", "3σ/4", "σ", "ACR/σ"]
+    radius_names = headers(cfg)[2 : 2 + RADIUS_STEPS]
+    hdr = ["K", "cap radius/σ", "inputs", *radius_names, "ACR/σ"]
     hdr += ["s/input", "NFE/input", "speedup", "NFE ratio"]
     rows = []
     for kk in cfg.ablation:
-        k = scaled_k(cfg, kk)
-        key = (
-            "srs-1A-anchor" if k == scaled_k(cfg, cfg.k) else f"srs-1A-anchor-K{scaled_k(cfg, kk)}"
-        )
-        if key not in rec:
-            continue
-        rs = rec[key][:a]
-        wall, nfe = speedup(rs, ref)
-        acc = [pct(certified_accuracy(rs, cfg.sigma * i / 4)) for i in range(5)]
-        rows.append(
-            [
-                str(k),
-                f"{cap(cfg, k) / cfg.sigma:.3f}",
-                str(len(rs)),
-                *acc,
-                f"{acr(rs) / cfg.sigma:.3f}",
-                f"{_mean_seconds(rs):.2f}",
-                f"{statistics.fmean(r.nfe for r in rs):,.0f}",
-                f"{wall:.1f}x",
-                f"{nfe:.1f}x",
-            ]
-        )
-    van = [pct(certified_accuracy(ref, cfg.sigma * i / 4)) for i in range(5)]
-    rows.append(
-        [
-            "vanilla 30A",
-            f"{_vanilla_cap(cfg) / cfg.sigma:.3f}",
-            str(len(ref)),
-            *van,
-            f"{acr(ref) / cfg.sigma:.3f}",
-            f"{_mean_seconds(ref):.2f}",
-            f"{statistics.fmean(r.nfe for r in ref):,.0f}",
-            "1.0x",
-            "1.0x",
-        ]
-    )
+        k, key = scaled_k(cfg, kk), ablation_key(cfg, kk)
+        if key in rec:
+            row = row_for(cfg, key, str(k), rec[key][:a], ref)
+            rows.append([row[0], f"{cap(cfg, k) / cfg.sigma:.3f}", *row[1:]])
+    row = row_for(cfg, REFERENCE, "vanilla 30A", ref, ref)
+    rows.append([row[0], f"{_vanilla_cap(cfg) / cfg.sigma:.3f}", *row[1:]])
     return markdown_table(hdr, rows)
 
 
@@ -429,7 +407,7 @@ def _vanilla_cap(cfg: Config) -> float:
 
 
 def loss_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
-    """Per sound SRS method: inputs vanilla certifies at a radius <= sigma that SRS does not."""
+    """Per sound SRS method: (input, radius) pairs vanilla certifies and SRS does not, and why."""
     ref = {r.index: r for r in rec[REFERENCE]}
     hdr = ["method", "lost (input, radius) pairs", "gained", "capped by K", "mismatches d > 0"]
     hdr += ["C_m too low for K", "other candidate", "mean A-agreement on S (%)"]
@@ -445,7 +423,7 @@ def loss_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
             v = ref[r.index]
             c = r.counts
             agreement.append(1 - (c["d"] + c["reference_A"] - c["N1"]) / c["K"])
-            for rad in radii(cfg)[:5]:
+            for rad in radii(cfg):
                 v_ok = v.correct and v.radius >= rad
                 s_ok = r.correct and r.radius >= rad
                 gained += s_ok and not v_ok
@@ -474,7 +452,7 @@ def loss_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
                 pct(statistics.fmean(agreement)),
                 pct(min(agreement)),
                 f"{d_pos}/{len(rs)}",
-                pct(vote_gap),
+                pct(vote_gap).replace("-0.0", "0.0"),
             ]
         )
     return markdown_table(hdr, rows)
@@ -516,7 +494,7 @@ def time_split_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
 
 
 def identical_one_step(rec: dict[str, list[Record]]) -> list[str]:
-    """Check that 1N / 1B gave the same certificates as 1A on the inputs they share."""
+    """Consistency: 1N / 1B against 1A, and vanilla 30A with and without compaction."""
     lines = []
     for start in ("warmup", "anchor", "carry"):
         base = {r.index: r for r in rec.get(f"srs-1A-{start}", [])}
@@ -535,6 +513,17 @@ def identical_one_step(rec: dict[str, list[Record]]) -> list[str]:
                 for r in rs
             )
             lines.append(f"{label_of(other)}: {same}/{len(rs)} certificates identical to 1A")
+    base = {r.index: r for r in rec.get(REFERENCE, [])}
+    plain = rec.get("vanilla-30A-nocompact", [])
+    if plain and base:
+        same = sum(
+            (r.prediction, r.radius) == (base[r.index].prediction, base[r.index].radius)
+            for r in plain
+        )
+        lines.append(
+            f"{label_of('vanilla-30A-nocompact')}: {same}/{len(plain)} certificates "
+            "(class and radius) identical to vanilla 30A with compaction"
+        )
     return lines
 
 
@@ -571,7 +560,7 @@ def describe_run(cfg: Config, minutes: float | None) -> str:
         f"model: {cfg.checkpoint}",
         f"reference solver: Anderson m=5, 30 steps, tol 1e-3 (rel), from zeros, "
         f"compaction {'on' if cfg.compact else 'off'}; allocator tuned: {cfg.allocator}",
-        machine(),
+        machine(cfg.threads),
     ]
     if minutes is not None:
         parts.append(f"wall time of the whole run: {minutes:.1f} min")
@@ -610,7 +599,13 @@ def render(cfg: Config, rec: dict[str, list[Record]], minutes: float | None) -> 
         "",
         ablation_table(cfg, rec),
         "",
-        "#### Where sound SRS loses certified accuracy (radii 0 to σ)",
+        "#### Where sound SRS loses certified accuracy (all radii 0 to 2σ)",
+        "",
+        "Each (input, radius) pair that vanilla 30A certifies correctly and SRS does not is "
+        "put down to the first cause that applies: another candidate class; the radius lies "
+        "beyond the cap of K (no C_m could reach it); mismatches (with d = 0 the same C_m "
+        "would reach it); C_m too low for the hypergeometric correction of K (the rest). "
+        "A-agreement is the share of S where Y_m = A exactly when Y_g = A.",
         "",
         loss_table(cfg, rec),
         "",
@@ -622,7 +617,14 @@ def render(cfg: Config, rec: dict[str, list[Record]], minutes: float | None) -> 
     return "\n".join(out)
 
 
+def ablation_key(cfg: Config, k_at_10k: int) -> str:
+    """The method key of the K-ablation run for ``K = k_at_10k`` (scaled with ``n``)."""
+    k = scaled_k(cfg, k_at_10k)
+    return "srs-1A-anchor" if k == scaled_k(cfg, cfg.k) else f"srs-1A-anchor-K{k}"
+
+
 def plot(cfgs: list[Config], recs: list[dict[str, list[Record]]], path: Path) -> None:
+    """Left: certified accuracy against radius; right: the K ablation (ACR and cap vs speedup)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -630,9 +632,10 @@ def plot(cfgs: list[Config], recs: list[dict[str, list[Record]]], path: Path) ->
 
     fig, axes = plt.subplots(len(cfgs), 2, figsize=(11, 4.2 * len(cfgs)), squeeze=False)
     for (left, right), cfg, rec in zip(axes, cfgs, recs, strict=True):
-        grid = [cfg.sigma * i / 40 for i in range(81)]
-        keys = [REFERENCE] + [k for k in rec if k.startswith("srs-1A-") and len(k.split("-")) == 3]
         ref = rec[REFERENCE]
+        top = 1.05 * max([2 * cfg.sigma] + [r.radius for r in ref])
+        grid = [top * i / 200 for i in range(201)]
+        keys = [REFERENCE] + [k for k in rec if k.startswith("srs-1A-") and len(k.split("-")) == 3]
         for key in keys:
             wall, _ = speedup(rec[key], ref)
             name = label_of(key) + ("" if key == REFERENCE else f" ({wall:.1f}x faster)")
@@ -644,38 +647,29 @@ def plot(cfgs: list[Config], recs: list[dict[str, list[Record]]], path: Path) ->
         left.grid(alpha=0.3)
         a = cfg.ablation_inputs
         van = ref[:a]
+        points = []
         for kk in cfg.ablation:
-            k = scaled_k(cfg, kk)
-            key = (
-                "srs-1A-anchor"
-                if k == scaled_k(cfg, cfg.k)
-                else f"srs-1A-anchor-K{scaled_k(cfg, kk)}"
-            )
-            if key not in rec:
-                continue
-            rs = rec[key][:a]
-            wall, _ = speedup(rs, van)
-            for j, (frac, name) in enumerate(((0.5, "σ/2"), (1.0, "σ"), (1.5, "3σ/2"))):
-                acc = 100 * certified_accuracy(rs, frac * cfg.sigma)
-                right.scatter(
-                    wall,
-                    acc,
-                    color=f"C{j + 1}",
-                    label=f"SRS at {name}" if kk == cfg.ablation[0] else None,
+            key = ablation_key(cfg, kk)
+            if key in rec:
+                rs = rec[key][:a]
+                points.append(
+                    (scaled_k(cfg, kk), speedup(rs, van)[0], acr(rs), cap(cfg, scaled_k(cfg, kk)))
                 )
-                if j == 0:
-                    right.annotate(
-                        f"K={k} (cap {cap(cfg, k) / cfg.sigma:.2f}σ)",
-                        (wall, acc),
-                        fontsize=7,
-                        rotation=20,
-                    )
-        for j, frac in enumerate((0.5, 1.0, 1.5)):
-            right.axhline(
-                100 * certified_accuracy(van, frac * cfg.sigma), color=f"C{j + 1}", ls="--", lw=0.8
-            )
-        right.set_xlabel("speedup over vanilla 30A (wall); dashed: vanilla 30A")
-        right.set_ylabel("certified accuracy (%)")
+        if points:
+            walls = [p[1] for p in points]
+            right.plot(walls, [p[2] / cfg.sigma for p in points], "o-", label="SRS ACR / σ")
+            right.plot(walls, [p[3] / cfg.sigma for p in points], "s--", label="cap of K / σ")
+            for k, wall, value, _ in points:
+                right.annotate(
+                    f"K={k}",
+                    (wall, value / cfg.sigma),
+                    fontsize=8,
+                    textcoords="offset points",
+                    xytext=(4, -12),
+                )
+        right.axhline(acr(van) / cfg.sigma, color="C2", ls=":", label="vanilla 30A ACR / σ")
+        right.set_xlabel("speedup over vanilla 30A (wall time)")
+        right.set_ylabel("radius / σ")
         right.set_title(f"SRS 1A anchor, sound: K ablation ({a} inputs)")
         right.legend(fontsize=8)
         right.grid(alpha=0.3)
@@ -685,25 +679,28 @@ def plot(cfgs: list[Config], recs: list[dict[str, list[Record]]], path: Path) ->
     plt.close(fig)
 
 
-def save_records(path: Path, cfg: Config, rec: dict[str, list[Record]]) -> None:
+def save_records(
+    path: Path, cfg: Config, rec: dict[str, list[Record]], minutes: float | None
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
-        handle.write(json.dumps({"config": asdict(cfg)}) + "\n")
+        handle.write(json.dumps({"config": asdict(cfg), "minutes": minutes}) + "\n")
         for key, rs in rec.items():
             for r in rs:
                 handle.write(json.dumps({"method": key, **asdict(r)}) + "\n")
 
 
-def load_records(path: Path) -> tuple[Config, dict[str, list[Record]]]:
+def load_records(path: Path) -> tuple[Config, dict[str, list[Record]], float | None]:
     lines = path.read_text(encoding="utf-8").splitlines()
-    raw = json.loads(lines[0])["config"]
+    head = json.loads(lines[0])
+    raw = head["config"]
     raw["ablation"] = tuple(raw["ablation"])
     cfg = Config(**raw)
     rec: dict[str, list[Record]] = {}
     for line in lines[1:]:
         item = json.loads(line)
         rec.setdefault(item.pop("method"), []).append(Record(**item))
-    return cfg, rec
+    return cfg, rec, head.get("minutes")
 
 
 # -- command line ----------------------------------------------------------------------------------
@@ -717,9 +714,16 @@ def parse(argv: Iterable[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n0", type=int, default=100)
     p.add_argument("--alpha", type=float, default=0.001)
     p.add_argument("--batch", type=int, default=400)
-    p.add_argument("--inputs", type=int, help="headline inputs (default 200)")
-    p.add_argument("--matrix-inputs", type=int, help="default 50")
-    p.add_argument("--ablation-inputs", type=int, help="default 50")
+    counts = "one value, or one per sigma"
+    p.add_argument("--inputs", type=int, nargs="+", help=f"headline inputs ({counts})")
+    p.add_argument("--matrix-inputs", type=int, nargs="+", help=f"full matrix ({counts})")
+    p.add_argument("--ablation-inputs", type=int, nargs="+", help=f"K ablation ({counts})")
+    p.add_argument(
+        "--baseline-inputs",
+        type=int,
+        nargs="+",
+        help=f"consistency runs: vanilla 30A uncompacted, SRS 1N ({counts})",
+    )
     p.add_argument("--k", type=int, default=K_DEFAULT, help="reference samples at n=10,000")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -737,22 +741,39 @@ def parse(argv: Iterable[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+QUICK = {"n": 2000, "inputs": 8, "matrix_inputs": 4, "ablation_inputs": 4, "baseline_inputs": 4}
+FULL = {
+    "n": 10_000,
+    "inputs": 200,
+    "matrix_inputs": 50,
+    "ablation_inputs": 50,
+    "baseline_inputs": 20,
+}
+SECONDARY = {"inputs": 40, "matrix_inputs": 15, "ablation_inputs": 15, "baseline_inputs": 10}
+"""Full-run counts for every sigma after the first, so that ``make bench`` fits in an hour."""
+
+
 def configs(args: argparse.Namespace) -> list[Config]:
+    """One configuration per sigma (default: every bundled checkpoint)."""
     sigmas = args.sigmas or ([0.25] if args.untrained or args.checkpoint else bundled_sigmas())
     if not sigmas:
         raise SystemExit("no bundled checkpoint found (deqcert/checkpoints/*.safetensors)")
-    quick = {"n": 2000, "inputs": 8, "matrix_inputs": 4, "ablation_inputs": 4}
-    full = {"n": 10_000, "inputs": 200, "matrix_inputs": 50, "ablation_inputs": 50}
-    base = quick if args.quick else full
     out = []
-    for sigma in sigmas:
+    for position, sigma in enumerate(sigmas):
+        base = dict(QUICK if args.quick else FULL)
+        if position and not args.quick:
+            base.update(SECONDARY)
+        for key in ("inputs", "matrix_inputs", "ablation_inputs", "baseline_inputs"):
+            given = getattr(args, key)
+            if given:
+                base[key] = given[min(position, len(given) - 1)]
         cfg = Config(
             sigma=sigma,
             n=args.n or base["n"],
             n0=args.n0,
             alpha=args.alpha,
             batch=args.batch,
-            inputs=args.inputs or base["inputs"],
+            inputs=base["inputs"],
             k=args.k,
             seed=args.seed,
             threads=args.threads,
@@ -762,8 +783,9 @@ def configs(args: argparse.Namespace) -> list[Config]:
             allocator=not args.no_allocator,
             quick=args.quick,
         )
-        cfg.matrix_inputs = min(cfg.inputs, args.matrix_inputs or base["matrix_inputs"])
-        cfg.ablation_inputs = min(cfg.inputs, args.ablation_inputs or base["ablation_inputs"])
+        cfg.matrix_inputs = min(cfg.inputs, base["matrix_inputs"])
+        cfg.ablation_inputs = min(cfg.inputs, base["ablation_inputs"])
+        cfg.baseline_inputs = min(cfg.matrix_inputs, base["baseline_inputs"])
         out.append(cfg)
     return out
 
@@ -794,14 +816,13 @@ def main(argv: Iterable[str] | None = None) -> None:
         cfg.allocator = tuned
         records_path = out.with_name(f"{out.stem}-sigma{cfg.sigma:g}.jsonl")
         if args.render:
-            cfg, rec = load_records(records_path)
-            minutes = None
+            cfg, rec, minutes = load_records(records_path)
         else:
             model = load_model(cfg, args.untrained, args.checkpoint)
             start = time.perf_counter()
             rec = run(cfg, model, dataset, methods(cfg))
             minutes = (time.perf_counter() - start) / 60
-            save_records(records_path, cfg, rec)
+            save_records(records_path, cfg, rec, minutes)
         text = render(cfg, rec, minutes)
         print(text, flush=True)
         sections.append(text)

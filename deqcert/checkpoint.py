@@ -82,6 +82,7 @@ def save_checkpoint(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=encoded)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -162,6 +163,12 @@ def bundled_sigmas() -> list[float]:
 
 def _format_sigma(sigma: float) -> str:
     return f"{sigma:g}" if "." in f"{sigma:g}" else f"{sigma:.1f}"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _existing(path: str | os.PathLike[str]) -> Path:

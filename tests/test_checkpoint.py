@@ -63,6 +63,7 @@ def test_save_is_atomic_and_leaves_no_temp_files(saved: tuple[Any, Path]) -> Non
     model, path = saved
     save_checkpoint(model, path)  # overwrite in place
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.safetensors"]
+    assert path.stat().st_mode & 0o044  # readable by others, unlike mkstemp's 0600
 
 
 def test_unserialisable_metadata_keeps_old_file(saved: tuple[Any, Path]) -> None:

@@ -98,7 +98,9 @@ def test_certificates_do_not_depend_on_compaction(name: str) -> None:
     model, x = LinearOracle.with_p_a(0.8, 0.25)
     certs = []
     for compact in (False, True):
-        solver = {"name": "anderson", "max_iter": 30, "tol": 1e-4, "compact": compact}
+        # absolute residuals: samples with larger scores converge later, so rows finish apart
+        solver = {"name": "naive", "max_iter": 200, "tol": 1e-3, "stop_mode": "abs"}
+        solver["compact"] = compact
         options: dict[str, Any] = {"noise": {"name": "gaussian", "sigma": 0.25}, "n0": 20}
         options.update(n=300, batch_size=64, alpha=0.1)
         if name == "vanilla":
@@ -111,4 +113,4 @@ def test_certificates_do_not_depend_on_compaction(name: str) -> None:
         certs.append(cert)
     plain, compact_cert = certs
     assert plain.counts == compact_cert.counts and plain.radius == compact_cert.radius
-    assert compact_cert.nfe <= plain.nfe
+    assert compact_cert.nfe < plain.nfe

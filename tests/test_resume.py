@@ -119,7 +119,7 @@ def test_sigkill_then_resume_gives_every_index_once(
     assert out.read_bytes() == before
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 def test_ray_executor_records_equal_the_local_ones(
     reference: Records, tiny_checkpoint: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch, cli: Callable[..., Result],

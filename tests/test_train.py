@@ -171,7 +171,7 @@ def test_cli_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (tmp_path / "m.safetensors").is_file()
 
 
-@pytest.mark.parametrize("name", ["mdeq-small-sigma0.25"])
+@pytest.mark.parametrize("name", ["mdeq-small-sigma0.25", "mdeq-small-sigma0.5"])
 def test_bundled_config_is_the_checkpoints_config(name: str) -> None:
     """The config under configs/ is exactly what the bundled checkpoint was trained with."""
     from deqcert import default_checkpoint

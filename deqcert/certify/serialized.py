@@ -29,6 +29,12 @@ remaining chains by repeating the states it has.  The reference solves never
 start from anything that depends on ``x`` or on the chains, and their results
 never flow back into the chains: the serialized predictions must not depend on
 which indices are in ``S``, or the hypergeometric argument breaks.
+
+Cost (see ``docs/benchmarks.md``): ``anchor`` is the cheapest start (one solve
+of one sample instead of a warm-up batch per stage); the reference inputs are
+queued as the injections ``u`` already computed for the chains and solved in
+full batches, which the reference solver compacts as samples converge (solver
+option ``compact``).  Neither changes ``Y_g = h_ref(x + e_i)``.
 """
 
 from __future__ import annotations
