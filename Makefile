@@ -46,6 +46,12 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install -q "torchdeq==0.1.0"
 	$(BIN)/python benchmarks/solvers.py
+	$(BIN)/python benchmarks/srs_vs_vanilla.py
+
+bench-quick: $(STAMP)
+	$(BIN)/pip install -q "torchdeq==0.1.0"
+	$(BIN)/python benchmarks/solvers.py --quick
+	$(BIN)/python benchmarks/srs_vs_vanilla.py --quick
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache
