@@ -47,11 +47,13 @@ bench: $(STAMP)
 	$(BIN)/pip install -q "torchdeq==0.1.0"
 	$(BIN)/python benchmarks/solvers.py
 	$(BIN)/python benchmarks/srs_vs_vanilla.py
+	$(BIN)/python benchmarks/verified.py
 
 bench-quick: $(STAMP)
 	$(BIN)/pip install -q "torchdeq==0.1.0"
 	$(BIN)/python benchmarks/solvers.py --quick
 	$(BIN)/python benchmarks/srs_vs_vanilla.py --quick
+	$(BIN)/python benchmarks/verified.py --quick
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache

@@ -1,12 +1,18 @@
-"""Helpers shared by the certification benchmarks: threads, allocator, markdown tables."""
+"""Helpers shared by the certification benchmarks: allocator, machine line, records, tables."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
+import multiprocessing
 import os
 import platform
-from collections.abc import Sequence
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -61,3 +67,177 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
 def pct(value: float) -> str:
     """A share as a percentage with one decimal."""
     return f"{100 * value:.1f}"
+
+
+# -- certificates and their tables (shared by srs_vs_vanilla.py and verified.py) ---------------
+
+RADIUS_STEPS = 9
+"""Table columns: certified accuracy at radii 0, sigma/4, ..., 2 sigma."""
+
+
+@dataclass
+class Record:
+    """What the tables need from one certificate."""
+
+    index: int
+    label: int
+    prediction: int
+    radius: float
+    correct: bool
+    p_lower: float
+    nfe: int
+    seconds: float
+    candidate: int = -1
+    counts: dict[str, Any] = field(default_factory=dict)
+    nfe_split: dict[str, int] = field(default_factory=dict)
+
+
+def to_record(raw: dict[str, Any]) -> Record:
+    """A :class:`Record` from one record of :func:`deqcert.certify.dataset.certify_dataset`."""
+    extra = raw["certificate"].get("extra", {})
+    return Record(
+        index=raw["index"],
+        label=raw["label"],
+        prediction=raw["prediction"],
+        radius=raw["radius"],
+        correct=bool(raw["correct"]),
+        p_lower=raw["p_lower"],
+        nfe=raw["nfe"],
+        seconds=raw["seconds"],
+        candidate=int(extra.get("candidate", raw["prediction"])),
+        counts=dict(raw["counts"]),
+        nfe_split=dict(extra.get("nfe", {})),
+    )
+
+
+def reference_solver(compact: bool = True) -> dict[str, Any]:
+    """The solver defining ``h_ref``: Anderson, 30 steps, tolerance 1e-3, from zeros."""
+    return {"name": "anderson", "max_iter": 30, "tol": 1e-3, "compact": compact}
+
+
+def scaled_k(k: int, n: int) -> int:
+    """``K`` for a run with ``n`` samples: ``k`` as given at ``n = 10,000``, scaled with ``n``."""
+    return max(1, min(n, round(k * n / 10_000)))
+
+
+def checkpoint_id(path: Path) -> str:
+    """A checkpoint's file name and SHA-256 prefix."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return f"{path.name} (sha256 {digest}...)"
+
+
+def radii(sigma: float) -> list[float]:
+    return [sigma * i / 4 for i in range(RADIUS_STEPS)]
+
+
+def radius_names() -> list[str]:
+    """Column names of :func:`radii`: ``0``, ``σ/4``, ``σ/2``, ..., ``2σ``."""
+    names = []
+    for i in range(RADIUS_STEPS):
+        whole, quarters = divmod(i, 4)
+        if quarters == 0:
+            names.append("0" if whole == 0 else "σ" if whole == 1 else f"{whole}σ")
+        else:
+            num, den = (i // 2, 2) if quarters == 2 else (i, 4)
+            names.append(f"{num if num > 1 else ''}σ/{den}")
+    return names
+
+
+def certified_accuracy(records: Sequence[Record], radius: float) -> float:
+    """Share of inputs certified with the correct class at radius at least ``radius``."""
+    return statistics.fmean(r.correct and r.radius >= radius for r in records)
+
+
+def acr(records: Sequence[Record]) -> float:
+    """Average certified radius: the radius of correct certificates, 0 otherwise."""
+    return statistics.fmean(r.radius if r.correct else 0.0 for r in records)
+
+
+def mean_seconds(records: Sequence[Record]) -> float:
+    return statistics.fmean(r.seconds for r in records) if records else 0.0
+
+
+def speedup(records: Sequence[Record], reference: Sequence[Record]) -> tuple[float, float]:
+    """(wall, NFE) ratios of the reference over ``records`` on the same inputs."""
+    ref = {r.index: r for r in reference}
+    same = [r for r in records if r.index in ref]
+    wall = sum(ref[r.index].seconds for r in same) / sum(r.seconds for r in same)
+    nfe = sum(ref[r.index].nfe for r in same) / sum(r.nfe for r in same)
+    return wall, nfe
+
+
+def result_headers() -> list[str]:
+    """Columns of :func:`result_row`."""
+    return [
+        "method",
+        "inputs",
+        *radius_names(),
+        "ACR/σ",
+        "s/input",
+        "NFE/input",
+        "speedup",
+        "NFE ratio",
+    ]
+
+
+def result_row(
+    sigma: float, label: str, records: Sequence[Record], reference: Sequence[Record]
+) -> list[str]:
+    """Certified accuracy at each radius, ACR, cost per input and speedups over ``reference``."""
+    wall, nfe = speedup(records, reference)
+    return [
+        label,
+        str(len(records)),
+        *(pct(certified_accuracy(records, r)) for r in radii(sigma)),
+        f"{acr(records) / sigma:.3f}",
+        f"{mean_seconds(records):.2f}",
+        f"{statistics.fmean(r.nfe for r in records):,.0f}",
+        f"{wall:.1f}x",
+        f"{nfe:.1f}x",
+    ]
+
+
+def phi_inv(p: float) -> float:
+    """The standard normal quantile."""
+    from scipy.stats import norm
+
+    return float(norm.ppf(p))
+
+
+def sound_cap(sigma: float, n: int, k: int, alpha: float) -> float:
+    """The largest radius the ``sound`` serialized bound can give: ``d = 0``, ``C_m = n``."""
+    from deqcert.certify import bounds
+
+    a = alpha / 2
+    p = bounds.sound_serialized_lower(n, 0, n, k, a, a).p_lower
+    return sigma * phi_inv(p) if p > 0.5 else 0.0
+
+
+# -- splitting the inputs over processes -------------------------------------------------------
+
+
+def in_processes(fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list[Any]:
+    """``[fn(job) for job in jobs]``, each call in its own spawned process (one job: in this one).
+
+    ``fn`` must be a module-level function of the script (spawned processes import it).
+    """
+    if len(jobs) == 1:
+        return [fn(jobs[0])]
+    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+        return pool.map(fn, jobs)
+
+
+def merge_records(parts: Sequence[dict[str, list[Record]]]) -> dict[str, list[Record]]:
+    """The workers' records per method, in input order (methods in the first part's order)."""
+    merged: dict[str, list[Record]] = {}
+    for part in parts:
+        for key, records in part.items():
+            merged.setdefault(key, []).extend(records)
+    for records in merged.values():
+        records.sort(key=lambda r: r.index)
+    return merged
+
+
+def default_workers() -> int:
+    """Processes for a benchmark run: 2, or 1 on a machine with a single CPU."""
+    return min(2, os.cpu_count() or 1)

@@ -35,15 +35,12 @@ from the saved per-input records without certifying anything.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import multiprocessing
-import os
 import statistics
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +52,36 @@ from deqcert.certify.dataset import certify_dataset
 from deqcert.checkpoint import bundled_sigmas, default_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table, pct, tune_allocator  # noqa: E402
+from common import (  # noqa: E402
+    Record,
+    acr,
+    certified_accuracy,
+    checkpoint_id,
+    default_workers,
+    in_processes,
+    machine,
+    markdown_table,
+    mean_seconds,
+    merge_records,
+    pct,
+    phi_inv,
+    radii,
+    radius_names,
+    reference_solver,
+    result_headers,
+    result_row,
+    scaled_k,
+    sound_cap,
+    speedup,
+    to_record,
+    tune_allocator,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PLOT = ROOT / "docs" / "img" / "srs_vs_vanilla.png"
 K_DEFAULT = 400
 K_ABLATION = (100, 400, 1000, 2500)
-RADIUS_STEPS = 9  # radii 0, sigma/4, ..., 2 sigma
 REFERENCE = "vanilla-30A"
 
 
@@ -104,45 +123,17 @@ class Method:
     note: str = ""
 
 
-@dataclass
-class Record:
-    """What the tables need from one certificate."""
-
-    index: int
-    label: int
-    prediction: int
-    radius: float
-    correct: bool
-    p_lower: float
-    nfe: int
-    seconds: float
-    candidate: int = -1
-    counts: dict[str, Any] = field(default_factory=dict)
-    nfe_split: dict[str, int] = field(default_factory=dict)
-
-
 # -- the methods -----------------------------------------------------------------------------
-
-
-def reference_solver(cfg: Config, compact: bool | None = None) -> dict[str, Any]:
-    """The solver defining ``h_ref``: Anderson, 30 steps, tolerance 1e-3, from zeros."""
-    on = cfg.compact if compact is None else compact
-    return {"name": "anderson", "max_iter": 30, "tol": 1e-3, "compact": on}
-
-
-def scaled_k(cfg: Config, k: int) -> int:
-    """``K`` for this run: as given at ``n = 10,000``, scaled down with ``n`` (quick runs)."""
-    return max(1, min(cfg.n, round(k * cfg.n / 10_000)))
 
 
 def methods(cfg: Config) -> list[Method]:
     noise = {"name": "gaussian", "sigma": cfg.sigma}
     common = {"noise": noise, "n0": cfg.n0, "n": cfg.n, "alpha": cfg.alpha}
     common["batch_size"] = cfg.batch
-    k = scaled_k(cfg, cfg.k)
+    k = scaled_k(cfg.k, cfg.n)
 
     def vanilla(key: str, steps: int, inputs: int, group: str, **kw: Any) -> Method:
-        solver = {**reference_solver(cfg), "max_iter": steps, **kw}
+        solver = {**reference_solver(cfg.compact), "max_iter": steps, **kw}
         return Method(key, "vanilla", {**common, "solver": solver}, inputs, group)
 
     def srs(
@@ -151,7 +142,7 @@ def methods(cfg: Config) -> list[Method]:
         options = {
             **common,
             "solver": {"name": solver, "max_iter": steps},
-            "reference_solver": reference_solver(cfg),
+            "reference_solver": reference_solver(cfg.compact),
             "reference_samples": kw.pop("K", k),
             "chain_start": start,
             "bound": "sound",
@@ -173,39 +164,22 @@ def methods(cfg: Config) -> list[Method]:
     out.append(srs("srs-3A-anchor", "anderson", 3, "anchor", m, "matrix"))
     out.append(srs("srs-1B-anchor", "broyden", 1, "anchor", m, "matrix"))
     for kk in cfg.ablation:
-        if scaled_k(cfg, kk) != k:
+        if scaled_k(kk, cfg.n) != k:
             out.append(
                 srs(
-                    f"srs-1A-anchor-K{scaled_k(cfg, kk)}",
+                    f"srs-1A-anchor-K{scaled_k(kk, cfg.n)}",
                     "anderson",
                     1,
                     "anchor",
                     a,
                     "ablation",
-                    K=scaled_k(cfg, kk),
+                    K=scaled_k(kk, cfg.n),
                 )
             )
     return out
 
 
 # -- running -------------------------------------------------------------------------------
-
-
-def to_record(raw: dict[str, Any]) -> Record:
-    extra = raw["certificate"].get("extra", {})
-    return Record(
-        index=raw["index"],
-        label=raw["label"],
-        prediction=raw["prediction"],
-        radius=raw["radius"],
-        correct=bool(raw["correct"]),
-        p_lower=raw["p_lower"],
-        nfe=raw["nfe"],
-        seconds=raw["seconds"],
-        candidate=int(extra.get("candidate", raw["prediction"])),
-        counts=dict(raw["counts"]),
-        nfe_split=dict(extra.get("nfe", {})),
-    )
 
 
 def run(
@@ -239,7 +213,7 @@ def run(
         elapsed = time.perf_counter() - start
         rest = mine[done:]
         left = sum(
-            sum(1 for j in rest if j < m.inputs) * _mean_seconds(records[m.key]) for m in plan
+            sum(1 for j in rest if j < m.inputs) * mean_seconds(records[m.key]) for m in plan
         )
         print(
             f"{tag} input {i + 1}/{inputs} ({done}/{len(mine)} here): {elapsed / 60:.1f} min, "
@@ -270,19 +244,7 @@ def run_parallel(
         return run(cfg, model, dataset, methods(cfg))
     load_model(cfg, untrained, path)  # records the checkpoint in cfg
     jobs = [(cfg, untrained, path, w, cfg.workers) for w in range(cfg.workers)]
-    with multiprocessing.get_context("spawn").Pool(cfg.workers) as pool:
-        parts = pool.map(_worker, jobs)
-    merged: dict[str, list[Record]] = {m.key: [] for m in methods(cfg)}
-    for part in parts:
-        for key, rs in part.items():
-            merged[key].extend(rs)
-    for rs in merged.values():
-        rs.sort(key=lambda r: r.index)
-    return merged
-
-
-def _mean_seconds(records: list[Record]) -> float:
-    return statistics.fmean(r.seconds for r in records) if records else 0.0
+    return merge_records(in_processes(_worker, jobs))
 
 
 # -- derived rows ----------------------------------------------------------------------------
@@ -298,7 +260,7 @@ def with_bound(cfg: Config, records: list[Record], bound: str) -> list[Record]:
         p = rule(c["C_m"], c["N1"], c["N2"], cfg.n, a1, a2).p_lower
         candidate = r.candidate
         certified = p > 0.5
-        radius = cfg.sigma * _phi_inv(p) if certified else 0.0
+        radius = cfg.sigma * phi_inv(p) if certified else 0.0
         out.append(
             Record(
                 index=r.index,
@@ -320,64 +282,7 @@ def with_bound(cfg: Config, records: list[Record], bound: str) -> list[Record]:
 # -- statistics --------------------------------------------------------------------------------
 
 
-def radii(cfg: Config) -> list[float]:
-    return [cfg.sigma * i / 4 for i in range(RADIUS_STEPS)]
-
-
-def certified_accuracy(records: list[Record], radius: float) -> float:
-    return statistics.fmean(r.correct and r.radius >= radius for r in records)
-
-
-def acr(records: list[Record]) -> float:
-    return statistics.fmean(r.radius if r.correct else 0.0 for r in records)
-
-
-def cap(cfg: Config, k: int) -> float:
-    """The largest radius the sound bound can give: ``d = 0``, ``C_m = n``."""
-    a = cfg.alpha / 2
-    p = bounds.sound_serialized_lower(cfg.n, 0, cfg.n, k, a, a).p_lower
-    return cfg.sigma * _phi_inv(p) if p > 0.5 else 0.0
-
-
-def _phi_inv(p: float) -> float:
-    from scipy.stats import norm
-
-    return float(norm.ppf(p))
-
-
-def speedup(records: list[Record], reference: list[Record]) -> tuple[float, float]:
-    """(wall, NFE) ratios of the reference over ``records`` on the same inputs."""
-    ref = {r.index: r for r in reference}
-    same = [r for r in records if r.index in ref]
-    wall = sum(ref[r.index].seconds for r in same) / sum(r.seconds for r in same)
-    nfe = sum(ref[r.index].nfe for r in same) / sum(r.nfe for r in same)
-    return wall, nfe
-
-
 # -- tables --------------------------------------------------------------------------------------
-
-
-def row_for(
-    cfg: Config, key: str, label: str, records: list[Record], reference: list[Record]
-) -> list[str]:
-    wall, nfe = speedup(records, reference)
-    acc = [pct(certified_accuracy(records, r)) for r in radii(cfg)]
-    return [
-        label,
-        str(len(records)),
-        *acc,
-        f"{acr(records) / cfg.sigma:.3f}",
-        f"{_mean_seconds(records):.2f}",
-        f"{statistics.fmean(r.nfe for r in records):,.0f}",
-        f"{wall:.1f}x",
-        f"{nfe:.1f}x",
-    ]
-
-
-def headers(cfg: Config) -> list[str]:
-    names = ["0"] + [f"{i}σ/4" if i % 4 else f"{i // 4}σ" for i in range(1, RADIUS_STEPS)]
-    names = [n.replace("2σ/4", "σ/2").replace("1σ", "σ").replace("6σ/4", "3σ/2") for n in names]
-    return ["method", "inputs", *names, "ACR/σ", "s/input", "NFE/input", "speedup", "NFE ratio"]
 
 
 LABELS = {
@@ -407,8 +312,8 @@ def headline_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
     ref = rec[REFERENCE]
     keys = [REFERENCE] + [k for k in rec if k.startswith("srs-1") and len(k.split("-")) == 3]
     keys = [k for k in keys if len(rec[k]) == cfg.inputs]
-    rows = [row_for(cfg, k, label_of(k), rec[k], ref) for k in keys]
-    return markdown_table(headers(cfg), rows)
+    rows = [result_row(cfg.sigma, label_of(k), rec[k], ref) for k in keys]
+    return markdown_table(result_headers(), rows)
 
 
 def matrix_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
@@ -425,30 +330,31 @@ def matrix_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
         "srs-1A-anchor-paper",
         "srs-1A-anchor-repro",
     ]
-    rows = [row_for(cfg, k, label_of(k), rec[k][:m], ref) for k in order if k in rec]
-    return markdown_table(headers(cfg), rows)
+    rows = [result_row(cfg.sigma, label_of(k), rec[k][:m], ref) for k in order if k in rec]
+    return markdown_table(result_headers(), rows)
 
 
 def ablation_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
     a = cfg.ablation_inputs
     ref = rec[REFERENCE][:a]
-    radius_names = headers(cfg)[2 : 2 + RADIUS_STEPS]
-    hdr = ["K", "cap radius/σ", "inputs", *radius_names, "ACR/σ"]
+    hdr = ["K", "cap radius/σ", "inputs", *radius_names(), "ACR/σ"]
     hdr += ["s/input", "NFE/input", "speedup", "NFE ratio"]
     rows = []
     for kk in cfg.ablation:
-        k, key = scaled_k(cfg, kk), ablation_key(cfg, kk)
+        k, key = scaled_k(kk, cfg.n), ablation_key(cfg, kk)
         if key in rec:
-            row = row_for(cfg, key, str(k), rec[key][:a], ref)
-            rows.append([row[0], f"{cap(cfg, k) / cfg.sigma:.3f}", *row[1:]])
-    row = row_for(cfg, REFERENCE, "vanilla 30A", ref, ref)
+            row = result_row(cfg.sigma, str(k), rec[key][:a], ref)
+            rows.append(
+                [row[0], f"{sound_cap(cfg.sigma, cfg.n, k, cfg.alpha) / cfg.sigma:.3f}", *row[1:]]
+            )
+    row = result_row(cfg.sigma, "vanilla 30A", ref, ref)
     rows.append([row[0], f"{_vanilla_cap(cfg) / cfg.sigma:.3f}", *row[1:]])
     return markdown_table(hdr, rows)
 
 
 def _vanilla_cap(cfg: Config) -> float:
     p = bounds.clopper_pearson_lower(cfg.n, cfg.n, cfg.alpha)
-    return cfg.sigma * _phi_inv(p)
+    return cfg.sigma * phi_inv(p)
 
 
 def loss_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
@@ -468,7 +374,7 @@ def loss_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
             v = ref[r.index]
             c = r.counts
             agreement.append(1 - (c["d"] + c["reference_A"] - c["N1"]) / c["K"])
-            for rad in radii(cfg):
+            for rad in radii(cfg.sigma):
                 v_ok = v.correct and v.radius >= rad
                 s_ok = r.correct and r.radius >= rad
                 gained += s_ok and not v_ok
@@ -515,10 +421,10 @@ def _cause(cfg: Config, srs: Record, van: Record, radius: float) -> str:
     if srs.candidate != van.prediction:
         return "candidate"
     a = cfg.alpha / 2
-    if cap(cfg, c["K"]) < radius:
+    if sound_cap(cfg.sigma, cfg.n, c["K"], cfg.alpha) < radius:
         return "cap"
     no_mismatch = bounds.sound_serialized_lower(c["C_m"], 0, cfg.n, c["K"], a, a).p_lower
-    if c["d"] > 0 and no_mismatch > 0.5 and cfg.sigma * _phi_inv(no_mismatch) >= radius:
+    if c["d"] > 0 and no_mismatch > 0.5 and cfg.sigma * phi_inv(no_mismatch) >= radius:
         return "mismatch"
     return "votes"
 
@@ -581,7 +487,8 @@ def targets(cfg: Config, rec: dict[str, list[Record]]) -> list[str]:
             continue
         wall, _ = speedup(rec[key], ref)
         gaps = [
-            certified_accuracy(ref, r) - certified_accuracy(rec[key], r) for r in radii(cfg)[:5]
+            certified_accuracy(ref, r) - certified_accuracy(rec[key], r)
+            for r in radii(cfg.sigma)[:5]
         ]
         worst = max(gaps)
         lines.append(
@@ -597,7 +504,7 @@ def targets(cfg: Config, rec: dict[str, list[Record]]) -> list[str]:
 
 
 def describe_run(cfg: Config, minutes: float | None) -> str:
-    k = scaled_k(cfg, cfg.k)
+    k = scaled_k(cfg.k, cfg.n)
     parts = [
         f"sigma = {cfg.sigma}, n = {cfg.n:,}, n0 = {cfg.n0}, alpha = {cfg.alpha}, "
         f"batch {cfg.batch}, K = {k}, seed {cfg.seed}",
@@ -665,8 +572,8 @@ def render(cfg: Config, rec: dict[str, list[Record]], minutes: float | None) -> 
 
 def ablation_key(cfg: Config, k_at_10k: int) -> str:
     """The method key of the K-ablation run for ``K = k_at_10k`` (scaled with ``n``)."""
-    k = scaled_k(cfg, k_at_10k)
-    return "srs-1A-anchor" if k == scaled_k(cfg, cfg.k) else f"srs-1A-anchor-K{k}"
+    k = scaled_k(k_at_10k, cfg.n)
+    return "srs-1A-anchor" if k == scaled_k(cfg.k, cfg.n) else f"srs-1A-anchor-K{k}"
 
 
 def plot(cfgs: list[Config], recs: list[dict[str, list[Record]]], path: Path) -> None:
@@ -699,7 +606,12 @@ def plot(cfgs: list[Config], recs: list[dict[str, list[Record]]], path: Path) ->
             if key in rec:
                 rs = rec[key][:a]
                 points.append(
-                    (scaled_k(cfg, kk), speedup(rs, van)[0], acr(rs), cap(cfg, scaled_k(cfg, kk)))
+                    (
+                        scaled_k(kk, cfg.n),
+                        speedup(rs, van)[0],
+                        acr(rs),
+                        sound_cap(cfg.sigma, cfg.n, scaled_k(kk, cfg.n), cfg.alpha),
+                    )
                 )
         if points:
             walls = [p[1] for p in points]
@@ -741,6 +653,7 @@ def load_records(path: Path) -> tuple[Config, dict[str, list[Record]], float | N
     head = json.loads(lines[0])
     raw = head["config"]
     raw["ablation"] = tuple(raw["ablation"])
+    raw.setdefault("workers", 1)  # records written before the inputs were split over processes
     cfg = Config(**raw)
     rec: dict[str, list[Record]] = {}
     for line in lines[1:]:
@@ -779,7 +692,7 @@ def parse(argv: Iterable[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--workers",
         type=int,
-        default=min(2, os.cpu_count() or 1),
+        default=default_workers(),
         help="processes sharing the inputs (default: 2, or 1 on a 1-CPU machine)",
     )
     p.add_argument("--no-compact", action="store_true", help="reference solves without compaction")
@@ -854,8 +767,7 @@ def load_model(cfg: Config, untrained: bool, path: Path | None) -> Any:
         cfg.checkpoint = "untrained mdeq (small), torch seed 0"
         return create_model("mdeq", preset="small").eval()
     path = path or default_checkpoint(cfg.sigma)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    cfg.checkpoint = f"{path.name} (sha256 {digest}...)"
+    cfg.checkpoint = checkpoint_id(path)
     return load_checkpoint(path)
 
 

@@ -1,178 +1,252 @@
 """Verified (exact serialized) smoothing against vanilla and sound serialized smoothing.
 
 On the bundled contractive DEQ (``deqcert/checkpoints/contractive-*.safetensors``)
-each certifier certifies the same test images with the same per-image noise
-seeds (:func:`deqcert.certify.dataset.certify_dataset`), so the noisy inputs
-are identical across certifiers:
+three certifiers certify the first ``--images`` test images of ``mnist-sample``
+with the same run seed (image ``i`` draws its noise from ``noise_seed(seed, i)``
+through :func:`deqcert.certify.dataset.certify_dataset`, so the noisy inputs
+are identical across certifiers), interleaved image by image with the order
+rotated, so that a change in machine load hits them all alike:
 
-* **vanilla**: every sample solved from zeros by Anderson (at most 30 steps,
-  tolerance 1e-3), i.e. ``h_ref``;
-* **verified**: warm-started cheap solves, every vote proven equal to the exact
-  fixed point's prediction (``h_exact``), plain Clopper-Pearson;
-* **serialized**: SRS chains (one Anderson step a sample) with the ``sound``
-  hypergeometric bound on a reference subset.
+* **vanilla 30A**: every sample solved from zeros by Anderson (at most 30
+  steps, tolerance 1e-3), i.e. ``h_ref``;
+* **verified**: the certifier's defaults (anchor start, two Anderson steps a
+  round, a float64 check after each round), every vote proven equal to the
+  exact fixed point's prediction (``h_exact``), plain Clopper-Pearson;
+* **SRS 1A anchor, sound**: serialized chains (one Anderson step a sample)
+  with the ``sound`` bound on ``K = 400`` reference samples (scaled with ``n``).
 
-Printed: one row per image (prediction and radius of each certifier), then per
-certifier the NFE per image, the wall time, certified accuracy, and for
-``verified`` how many samples needed extra steps or stayed undecided; then the
-NFE and time ratios of vanilla to verified and how often their radii agree.
-The models' clean and noisy accuracies come from the checkpoints' metadata
-(the main MDEQ's when its bundled checkpoint exists).
+Prints one line per image and writes a markdown table (certified accuracy at
+radii 0 to 2 sigma, ACR, cost per input, speedups over vanilla) with the
+run's settings, how many verified radii equal vanilla's, the verified
+samples that needed extra steps or stayed undecided, and the clean and noisy
+accuracy of the contractive checkpoint against the MDEQ's (from the
+checkpoints' metadata): what the contractive parametrisation costs.
 
-Run: ``python benchmarks/verified.py [--images 20] [--n 2000] [--n0 100] [--threads 1]``
+Run ``python benchmarks/verified.py`` (full: ``n = 10,000``, written to
+``benchmarks/results/verified.md``), ``--quick`` (``n = 1,000``, 4 images,
+``verified-quick.md``), or pick ``--n``, ``--images``, ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from deqcert import create_certifier, create_dataset, load_checkpoint, registry
+from deqcert import create_certifier, create_dataset, load_checkpoint
 from deqcert.certify.dataset import certify_dataset
-from deqcert.certify.verified import VerifiedCertifier
 from deqcert.checkpoint import checkpoint_metadata
-from deqcert.models.contractive import ContractiveConvDEQ, ContractiveMLPDEQ
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    Record,
+    checkpoint_id,
+    default_workers,
+    in_processes,
+    machine,
+    markdown_table,
+    merge_records,
+    reference_solver,
+    result_headers,
+    result_row,
+    scaled_k,
+    sound_cap,
+    to_record,
+    tune_allocator,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINTS = ROOT / "deqcert" / "checkpoints"
-RUNTIME = [
-    (registry.models, "contractive-mlpdeq", ContractiveMLPDEQ),
-    (registry.models, "contractive-convdeq", ContractiveConvDEQ),
-    (registry.certifiers, "verified", VerifiedCertifier),
-]
+CHECKPOINT = ROOT / "deqcert" / "checkpoints" / "contractive-convdeq-sigma0.25.safetensors"
+MDEQ = ROOT / "deqcert" / "checkpoints" / "mdeq-small-sigma0.25.safetensors"
+RESULTS = ROOT / "benchmarks" / "results"
+K_AT_10K = 400
+LABELS = {
+    "vanilla": "vanilla 30A (h_ref)",
+    "verified": "verified (h_exact)",
+    "serialized": "SRS 1A anchor, sound",
+}
+QUICK = {"n": 1000, "images": 4}
+FULL = {"n": 10_000, "images": 30}
+"""30 images: measured 10.7 s per image (all three certifiers) at n = 10,000 and one thread on
+a loaded 2-core machine, so about 3 minutes with two worker processes."""
 
 
-def register() -> None:
-    """Register the contractive models and the certifier unless entry points already do."""
-    for reg, name, obj in RUNTIME:
-        if name not in reg:
-            reg.register(name, obj)
-
-
-def certifiers(n0: int, n: int, alpha: float, batch: int) -> dict[str, Any]:
-    common = {"noise": {"name": "gaussian", "sigma": 0.25}, "n0": n0, "n": n, "alpha": alpha}
-    common["batch_size"] = batch
-    full = {"name": "anderson", "max_iter": 30, "tol": 1e-3}
+def certifiers(args: argparse.Namespace, sigma: float) -> dict[str, Any]:
+    common = {"noise": {"name": "gaussian", "sigma": sigma}, "n0": args.n0, "n": args.n}
+    common.update(alpha=args.alpha, batch_size=args.batch)
     return {
-        "vanilla": create_certifier("vanilla", solver=full, **common),
+        "vanilla": create_certifier("vanilla", solver=reference_solver(), **common),
         "verified": create_certifier("verified", **common),
         "serialized": create_certifier(
             "serialized",
-            reference_solver=full,
-            reference_samples=min(400, n),
+            solver={"name": "anderson", "max_iter": 1},
+            reference_solver=reference_solver(),
+            reference_samples=scaled_k(K_AT_10K, args.n),
+            chain_start="anchor",
             bound="sound",
             **common,
         ),
     }
 
 
-def accuracy_line(path: Path) -> str:
+def run(
+    args: argparse.Namespace, model: Any, sigma: float, worker: int = 0, workers: int = 1
+) -> dict[str, list[Record]]:
+    """Certify image by image, every certifier in turn (order rotated); first calls untimed.
+
+    ``worker`` of ``workers`` takes the images ``i`` with ``i % workers == worker`` (the noise
+    of image ``i`` depends only on ``(seed, i)``, so the split changes no certificate).
+    """
+    data = create_dataset("mnist-sample", split="test")
+    if args.images >= len(data):  # the last image warms up the certifiers
+        raise SystemExit(f"--images must be below {len(data)} (mnist-sample test images)")
+    runs = certifiers(args, sigma)
+    warm = dict(vars(args), n=min(args.n, 2 * args.batch))
+    for c in certifiers(argparse.Namespace(**warm), sigma).values():
+        c.certify(model, data[len(data) - 1][0], generator=torch.Generator().manual_seed(0))
+    records: dict[str, list[Record]] = {name: [] for name in runs}
+    names = list(runs)
+    for i in range(worker, args.images, workers):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            raw = next(iter(certify_dataset(runs[name], model, data, [i], seed=args.seed)))
+            records[name].append(to_record(raw))
+        cells = [
+            f"{name} {rs[-1].prediction:>2d} r={rs[-1].radius:.3f} {rs[-1].seconds:5.1f}s"
+            for name, rs in records.items()
+        ]
+        print(f"image {i:3d} label {records[names[0]][-1].label}: " + "  ".join(cells), flush=True)
+    return records
+
+
+def accuracy(path: Path) -> str:
     meta = checkpoint_metadata(path)
-    metrics = meta.get("metrics", {})
+    m = meta.get("metrics", {})
     return (
-        f"{path.name}: {meta.get('model')} clean {metrics.get('clean_accuracy', float('nan')):.3f} "
-        f"noisy {metrics.get('noisy_accuracy', float('nan')):.3f} "
-        f"(sigma {meta.get('sigma')}, {int(metrics.get('eval_images', 0))} test images)"
+        f"{meta.get('model')} ({path.name}): clean {100 * m['clean_accuracy']:.1f} %, "
+        f"noisy {100 * m['noisy_accuracy']:.1f} % (sigma {meta.get('sigma')}, "
+        f"{int(m['eval_images'])} test images, one draw each)"
     )
+
+
+def notes(args: argparse.Namespace, rec: dict[str, list[Record]], sigma: float) -> list[str]:
+    van, ver = rec["vanilla"], rec["verified"]
+    pairs = list(zip(van, ver, strict=True))
+    same = sum(a.prediction == b.prediction and a.radius == b.radius for a, b in pairs)
+    gap = max(abs(a.radius - b.radius) for a, b in pairs)
+    votes = sum(a.counts["n_A"] == b.counts["n_A"] for a, b in pairs)
+    samples = len(ver) * (args.n0 + args.n)
+    extra = sum(r.counts["extra_steps"] + r.counts["selection_extra_steps"] for r in ver)
+    undecided = sum(r.counts["undecided"] + r.counts["selection_undecided"] for r in ver)
+    cap = sound_cap(sigma, args.n, scaled_k(K_AT_10K, args.n), args.alpha)
+    lines = [
+        f"verified against vanilla 30A: identical class and radius on {same} of {len(pairs)} "
+        f"images (largest radius difference {gap:.4f}, i.e. {gap / sigma:.4f}σ); "
+        f"identical n_A on {votes} of {len(pairs)}",
+        f"verified: {extra:,} of {samples:,} samples (selection and estimation) needed extra "
+        f"steps, {undecided} stayed undecided (votes against the top class)",
+        f"SRS 1A anchor, sound: no radius above {cap / sigma:.3f}σ is reachable with "
+        f"K = {scaled_k(K_AT_10K, args.n)} (d = 0, C_m = n); verified and vanilla have no cap",
+    ]
+    versus = f"; against {accuracy(MDEQ)}" if MDEQ.exists() else " (no MDEQ checkpoint bundled)"
+    lines.append(
+        "cost of the contractive parametrisation (checkpoint metadata): "
+        f"{accuracy(args.checkpoint)}{versus}"
+    )
+    return lines
+
+
+def render(args: argparse.Namespace, rec: dict[str, list[Record]], sigma: float, model: Any) -> str:
+    bound = model.contraction_bound()
+    k = scaled_k(K_AT_10K, args.n)
+    about = [
+        f"model: {checkpoint_id(args.checkpoint)}, contraction constant L = {bound.lipschitz:.4f} "
+        f"({bound.method})",
+        f"sigma = {sigma}, n = {args.n:,}, n0 = {args.n0}, alpha = {args.alpha}, "
+        f"batch {args.batch}, K = {k} (SRS), seed {args.seed}",
+        f"images: first {args.images} of mnist-sample test, every certifier on the same noise",
+        f"{args.workers} worker process(es), each with: {machine(args.threads)}; "
+        f"allocator tuned: {args.tuned}",
+        f"wall time of the whole run: {args.minutes:.1f} min",
+    ]
+    if args.quick:
+        about.insert(0, "quick run (`--quick`): small n and few images, a check of the script")
+    ref = rec["vanilla"]
+    rows = [result_row(sigma, LABELS[name], rs, ref) for name, rs in rec.items()]
+    return "\n".join(
+        [
+            "<!-- generated by benchmarks/verified.py: edit the script, not this file -->",
+            "",
+            *(f"- {line}" for line in about),
+            "",
+            "Certified accuracy (%) at each radius, ACR, mean wall seconds and NFE "
+            "(per-sample evaluations of f, the verified check included) per input, and "
+            "speedups over vanilla 30A on the same inputs.",
+            "",
+            markdown_table(result_headers(), rows),
+            "",
+            *(f"- {line}" for line in notes(args, rec, sigma)),
+            "",
+        ]
+    )
+
+
+def _worker(job: tuple[argparse.Namespace, float, int]) -> dict[str, list[Record]]:
+    """One worker process: its own model copy and torch threads, its share of the images."""
+    args, sigma, worker = job
+    torch.set_num_threads(args.threads)
+    tune_allocator()
+    return run(args, load_checkpoint(args.checkpoint), sigma, worker, args.workers)
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="n = 1,000, 4 images (under a minute)")
+    p.add_argument("--checkpoint", type=Path, default=CHECKPOINT, help="contractive checkpoint")
+    p.add_argument("--images", type=int, help=f"first N test images (default {FULL['images']})")
+    p.add_argument("--n", type=int, help=f"estimation samples (default {FULL['n']:,})")
+    p.add_argument("--n0", type=int, default=100)
+    p.add_argument("--alpha", type=float, default=0.001)
+    p.add_argument("--batch", type=int, default=400)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument(
+        "--workers", type=int, default=default_workers(), help="processes sharing the images"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="markdown output (default benchmarks/results/...)")
+    args = p.parse_args()
+    for name in ("images", "n"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    base = QUICK if args.quick else FULL
+    args.images = args.images or base["images"]
+    args.n = args.n or base["n"]
+    args.out = args.out or RESULTS / f"verified{'-quick' if args.quick else ''}.md"
+    return args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, default=None, help="contractive checkpoint")
-    parser.add_argument("--images", type=int, default=20)
-    parser.add_argument("--n0", type=int, default=100)
-    parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--alpha", type=float, default=0.001)
-    parser.add_argument("--batch-size", type=int, default=400)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip", nargs="*", default=[], help="certifiers to leave out")
-    args = parser.parse_args()
+    args = parse()
     torch.set_num_threads(args.threads)
-    register()
-    path = args.checkpoint or sorted(CHECKPOINTS.glob("contractive-*.safetensors"))[0]
-    model = load_checkpoint(path)
-    data = create_dataset("mnist-sample", split="test")
-    step = max(len(data) // args.images, 1)
-    indices = list(range(0, step * args.images, step))
-    print("accuracy (from checkpoint metadata):")
-    for candidate in [path, CHECKPOINTS / "mdeq-small-sigma0.25.safetensors"]:
-        if candidate.exists():
-            print("  " + accuracy_line(candidate))
-    print(
-        f"\n{len(indices)} test images, n0={args.n0} n={args.n} alpha={args.alpha} "
-        f"batch={args.batch_size} threads={args.threads}, same noise for every certifier\n"
-    )
-    runs = {
-        name: c
-        for name, c in certifiers(args.n0, args.n, args.alpha, args.batch_size).items()
-        if name not in args.skip
-    }
-    records = {
-        name: list(certify_dataset(c, model, data, indices, seed=args.seed))
-        for name, c in runs.items()
-    }
-    names = list(records)
-    header = "index label " + " ".join(f"{name:>18s}" for name in names)
-    print(header)
-    for row, index in enumerate(indices):
-        cells = []
-        for name in names:
-            rec = records[name][row]
-            cells.append(f"{rec['prediction']:>3d} r={rec['radius']:.3f} {rec['nfe'] / 1000:5.1f}k")
-        print(
-            f"{index:5d} {records[names[0]][row]['label']:5d} "
-            + " ".join(f"{c:>18s}" for c in cells)
-        )
-    print()
-    summary = {}
-    total = len(indices) * (args.n0 + args.n)
-    for name in names:
-        recs = records[name]
-        nfe = sum(r["nfe"] for r in recs)
-        seconds = sum(r["seconds"] for r in recs)
-        acc = statistics.mean(float(r["correct"]) for r in recs)
-        summary[name] = (nfe, seconds)
-        line = (
-            f"{name:10s} NFE/image {nfe / len(recs):9.0f} ({nfe / total:5.2f} per sample)  "
-            f"time/image {seconds / len(recs):6.2f} s  certified acc (r>0) {acc:.2f}  "
-            f"mean radius {statistics.mean(r['radius'] for r in recs):.3f}"
-        )
-        if name == "verified":
-            extra = sum(
-                r["counts"]["extra_steps"] + r["counts"]["selection_extra_steps"] for r in recs
-            )
-            undecided = sum(
-                r["counts"]["undecided"] + r["counts"]["selection_undecided"] for r in recs
-            )
-            line += f"  extra-step samples {extra}/{total}  undecided {undecided}"
-        if name == "serialized":
-            line += f"  mean d {statistics.mean(r['counts']['d'] for r in recs):.2f}"
-        print(line)
-    if "vanilla" in records and "verified" in records:
-        van, ver = records["vanilla"], records["verified"]
-        same = sum(
-            a["prediction"] == b["prediction"] and a["radius"] == b["radius"]
-            for a, b in zip(van, ver, strict=True)
-        )
-        gap = max(abs(a["radius"] - b["radius"]) for a, b in zip(van, ver, strict=True))
-        votes = sum(a["counts"]["n_A"] == b["counts"]["n_A"] for a, b in zip(van, ver, strict=True))
-        print(
-            f"\nvanilla / verified: NFE x{summary['vanilla'][0] / summary['verified'][0]:.2f}, "
-            f"time x{summary['vanilla'][1] / summary['verified'][1]:.2f}; identical radii "
-            f"{same}/{len(van)} (max |difference| {gap:.4f}), identical n_A {votes}/{len(van)}"
-        )
-    if "serialized" in records and "verified" in records:
-        ser, ver = records["serialized"], records["verified"]
-        print(
-            f"serialized / verified: NFE x{summary['serialized'][0] / summary['verified'][0]:.2f}, "
-            f"mean radius {statistics.mean(r['radius'] for r in ser):.3f} vs "
-            f"{statistics.mean(r['radius'] for r in ver):.3f}"
-        )
+    args.tuned = tune_allocator()
+    model = load_checkpoint(args.checkpoint)
+    sigma = checkpoint_metadata(args.checkpoint).get("sigma")
+    if sigma is None:
+        raise SystemExit(f"{args.checkpoint}: no training sigma in the checkpoint's metadata")
+    sigma = float(sigma)
+    start = time.perf_counter()
+    jobs = [(args, sigma, w) for w in range(args.workers)]
+    rec = merge_records(in_processes(_worker, jobs))
+    args.minutes = (time.perf_counter() - start) / 60
+    text = render(args, rec, sigma, model)
+    print("\n" + text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text, encoding="utf-8")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

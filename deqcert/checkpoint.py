@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ._atomic import replacing
 from .errors import CheckpointError, DeqcertError
 from .registry import create_model, list_models, models
 
@@ -78,15 +78,8 @@ def save_checkpoint(
         raise CheckpointError(f"checkpoint metadata is not JSON-serialisable: {exc}") from None
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         save_file(tensors, tmp, metadata=encoded)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -163,12 +156,6 @@ def bundled_sigmas() -> list[float]:
 
 def _format_sigma(sigma: float) -> str:
     return f"{sigma:g}" if "." in f"{sigma:g}" else f"{sigma:.1f}"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _existing(path: str | os.PathLike[str]) -> Path:

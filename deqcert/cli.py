@@ -58,8 +58,11 @@ class OneLineErrors(TyperGroup):
     ) -> Any:
         try:
             rv = super().main(
-                args=args, prog_name=prog_name or "deqcert", complete_var=complete_var,
-                standalone_mode=False, **extra,
+                args=args,
+                prog_name=prog_name or "deqcert",
+                complete_var=complete_var,
+                standalone_mode=False,
+                **extra,
             )
         except typer.TyperException as exc:  # click's usage errors
             if type(exc).__name__ == "NoArgsIsHelpError":
@@ -176,8 +179,10 @@ def _run_command(mode: str) -> Callable[..., None]:
         ] = None,
         shard: Annotated[
             str | None,
-            typer.Option(help="i/n: certify every n-th selected input from position i "
-                              "(default from RANK/WORLD_SIZE or SLURM_ARRAY_TASK_ID/COUNT)."),
+            typer.Option(
+                help="i/n: certify every n-th selected input from position i "
+                "(default from RANK/WORLD_SIZE or SLURM_ARRAY_TASK_ID/COUNT)."
+            ),
         ] = None,
         executor: Annotated[str | None, typer.Option(help="local | ray.")] = None,
         address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
@@ -201,10 +206,28 @@ def _run_command(mode: str) -> Callable[..., None]:
 app.command("certify")(_run_command("certify"))
 app.command("predict")(_run_command("predict"))
 
-_COMPONENT_FLAGS = ("dataset", "certifier", "solver", "warmup_solver", "reference_solver",
-                    "noise", "executor")
-_PLAIN_FLAGS = ("checkpoint", "indices", "skip", "n0", "n", "alpha", "batch", "device", "seed",
-                "out", "shard")
+_COMPONENT_FLAGS = (
+    "dataset",
+    "certifier",
+    "solver",
+    "warmup_solver",
+    "reference_solver",
+    "noise",
+    "executor",
+)
+_PLAIN_FLAGS = (
+    "checkpoint",
+    "indices",
+    "skip",
+    "n0",
+    "n",
+    "alpha",
+    "batch",
+    "device",
+    "seed",
+    "out",
+    "shard",
+)
 
 
 def _flag_values(flags: dict[str, Any]) -> dict[str, Any]:
@@ -291,14 +314,18 @@ class _progress:
     """Context manager yielding ``advance(record)``: a rich progress bar with ETA, or nothing."""
 
     def __init__(self, quiet: bool, label: str, total: int) -> None:
-        self.bar = None if quiet or total == 0 else Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=stderr,
+        self.bar = (
+            None
+            if quiet or total == 0
+            else Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=stderr,
+            )
         )
         self.label = label
         self.total = total
@@ -312,8 +339,9 @@ class _progress:
 
     def advance(self, record: dict[str, Any]) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, advance=1,
-                            description=f"{self.label} (input {record.get('index')})")
+            self.bar.update(
+                self.task, advance=1, description=f"{self.label} (input {record.get('index')})"
+            )
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
@@ -329,9 +357,12 @@ def _records_table(records: list[dict[str, Any]], mode: str) -> Table:
         table.add_column(name, justify="right")
     shown = records if len(records) <= 50 else records[-50:]
     for r in shown:
-        cells = [str(r.get("index")), str(r.get("label")),
-                 "abstain" if r.get("prediction") == -1 else str(r.get("prediction")),
-                 "yes" if r.get("correct") else "no"]
+        cells = [
+            str(r.get("index")),
+            str(r.get("label")),
+            "abstain" if r.get("prediction") == -1 else str(r.get("prediction")),
+            "yes" if r.get("correct") else "no",
+        ]
         if mode == "certify":
             cells += [f"{r.get('radius') or 0.0:.3f}", f"{r.get('p_lower') or 0.0:.4f}"]
         else:
@@ -367,11 +398,16 @@ def train(
     from .train import TrainConfig
     from .train import train as run_training
 
-    flags = {"model": model, "dataset": dataset, "sigma": sigma, "epochs": epochs,
-             "device": device, "seed": seed}
+    flags = {
+        "model": model,
+        "dataset": dataset,
+        "sigma": sigma,
+        "epochs": epochs,
+        "device": device,
+        "seed": seed,
+    }
     layer: dict[str, Any] = load_config_file(config) if config is not None else {}
-    layer = merge_layer(layer, {k: v for k, v in flags.items() if v is not None},
-                        components=False)
+    layer = merge_layer(layer, {k: v for k, v in flags.items() if v is not None}, components=False)
     layer = merge_layer(layer, parse_assignments(set_ or []), components=False)
     train_config = validate_config(TrainConfig, layer)
     if out is None:
@@ -403,9 +439,7 @@ def report(
     radii: Annotated[
         str | None, typer.Option(help="Radii, e.g. 0,0.25,0.5 (default 0 to 2 sigma).")
     ] = None,
-    format_: Annotated[
-        str, typer.Option("--format", help="table | markdown | tsv.")
-    ] = "table",
+    format_: Annotated[str, typer.Option("--format", help="table | markdown | tsv.")] = "table",
     plot: Annotated[
         Path | None, typer.Option(help="Also draw certified accuracy to a PNG.")
     ] = None,
@@ -428,8 +462,12 @@ def report(
     else:
         stdout.print(reporting.to_rich(built))
     if any(run.mark == "UNSOUND" for run in built.runs):
-        stderr.print("note: UNSOUND marks results made with the repro bound, which is not a "
-                     "valid certificate (reproduction only)", style="yellow", highlight=False)
+        stderr.print(
+            "note: UNSOUND marks results made with the repro bound, which is not a "
+            "valid certificate (reproduction only)",
+            style="yellow",
+            highlight=False,
+        )
     if plot is not None:
         typer.echo(f"plot written to {reporting.plot(built, plot)}")
 
@@ -469,8 +507,7 @@ def list_components(
             )
         registries = {wanted: registries[wanted]}
     rows = [
-        {"name": e.name, "group": e.group, "origin": e.origin, "target": e.target,
-         "error": e.error}
+        {"name": e.name, "group": e.group, "origin": e.origin, "target": e.target, "error": e.error}
         for registry in registries.values()
         for e in registry.entries(load=True)
     ]
@@ -497,16 +534,29 @@ def info(
 
     path = default_checkpoint() if checkpoint == "default" else Path(checkpoint)
     metadata = checkpoint_metadata(path)
-    details = {"path": str(path), "size_bytes": path.stat().st_size,
-               "sha256": file_sha256(path), **metadata}
+    details = {
+        "path": str(path),
+        "size_bytes": path.stat().st_size,
+        "sha256": file_sha256(path),
+        **metadata,
+    }
     if as_json:
         typer.echo(json.dumps(details, indent=2, default=str))
         return
     table = Table(title=f"checkpoint {path.name}", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
-    for key in ("path", "size_bytes", "sha256", "model", "model_options", "dataset", "sigma",
-                "metrics", "deqcert_version"):
+    for key in (
+        "path",
+        "size_bytes",
+        "sha256",
+        "model",
+        "model_options",
+        "dataset",
+        "sigma",
+        "metrics",
+        "deqcert_version",
+    ):
         if key in details:
             value = details[key]
             table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))

@@ -128,8 +128,10 @@ class CertifyConfig(BaseModel):
     )
     skip: int = Field(1, ge=1, description="keep every skip-th selected index")
     max: int | None = Field(
-        5, ge=1, description="at most this many inputs ('all': no limit); default 5, or all "
-        "of the given indices"
+        5,
+        ge=1,
+        description="at most this many inputs ('all': no limit); default 5, or all "
+        "of the given indices",
     )
     certifier: ComponentSpec = Field(default_factory=_default_certifier)
     solver: ComponentSpec | None = Field(None, description="default: the certifier's")
@@ -352,18 +354,29 @@ def build_component(key: str, spec: ComponentSpec, **arguments: Any) -> Any:
 
 
 def default_solver_specs(certifier: str) -> dict[str, dict[str, Any] | None]:
-    """Default solver specs for the roles ``certifier`` takes.
+    """Default solver specs for the roles ``certifier`` takes: the same as its Python defaults.
 
-    A certifier with a reference solver (serialized smoothing) gets SRS-1A
-    defaults; one without (vanilla) solves with the reference solve itself.
+    A certifier declaring its solver options with
+    :func:`deqcert.certify._sampling.solver_field` records each default's spec in
+    the option's schema (``default_spec``), and that spec is used.  For other
+    (third-party) certifiers: SRS-1A defaults if it takes a reference solver,
+    else the reference solve itself.
     """
-    accepted = accepted_options("certifier", certifier) or {"solver"}
-    if "reference_solver" in accepted:
-        defaults: dict[str, dict[str, Any] | None] = dict(SERIALIZED_DEFAULTS)
-    else:
-        defaults = {"solver": REFERENCE_SOLVER}
-    return {role: dict(spec) if spec else None for role, spec in defaults.items()
-            if role in accepted}
+    try:
+        cls = registry_for("certifier").get(certifier)
+    except DeqcertError:
+        cls = None
+    fields = getattr(getattr(cls, "Options", None), "model_fields", None) or {"solver": None}
+    fallback = SERIALIZED_DEFAULTS if "reference_solver" in fields else {"solver": REFERENCE_SOLVER}
+    out: dict[str, dict[str, Any] | None] = {}
+    for role in SOLVER_ROLES:
+        if role not in fields:
+            continue
+        extra = getattr(fields[role], "json_schema_extra", None)
+        spec = extra.get("default_spec") if isinstance(extra, dict) else None
+        spec = spec if isinstance(spec, dict) else fallback.get(role)
+        out[role] = dict(spec) if spec else None
+    return out
 
 
 def default_layer(certifier: str | None = None) -> dict[str, Any]:
@@ -535,8 +548,10 @@ def select_indices(
     indices: str | Sequence[int] | None, skip: int, limit: int | None, length: int
 ) -> list[int]:
     """The indices a run covers: ``indices`` (default all), every ``skip``-th, at most ``limit``."""
-    candidates = list(range(length)) if indices is None else (
-        parse_indices(indices) if isinstance(indices, str) else [int(i) for i in indices]
+    candidates = (
+        list(range(length))
+        if indices is None
+        else (parse_indices(indices) if isinstance(indices, str) else [int(i) for i in indices])
     )
     seen: set[int] = set()
     for index in candidates:

@@ -97,8 +97,21 @@ ABSTAIN = -1
 """Prediction value used when a certifier abstains."""
 
 
+class _Outcome:
+    """What :class:`Prediction` and :class:`Certificate` share: abstention and ``to_dict``."""
+
+    prediction: int
+
+    @property
+    def abstained(self) -> bool:
+        return self.prediction == ABSTAIN
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+
 @dataclass
-class Prediction:
+class Prediction(_Outcome):
     """Outcome of PREDICT: a class or :data:`ABSTAIN`."""
 
     prediction: int
@@ -110,16 +123,9 @@ class Prediction:
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def abstained(self) -> bool:
-        return self.prediction == ABSTAIN
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
-class Certificate:
+class Certificate(_Outcome):
     """Outcome of CERTIFY, with everything needed to audit it.
 
     Attributes:
@@ -157,13 +163,6 @@ class Certificate:
     seconds: float
     unconverged_fraction: float
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def abstained(self) -> bool:
-        return self.prediction == ABSTAIN
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @runtime_checkable

@@ -92,16 +92,16 @@ def summarize(results: ResultsFile, radii: Sequence[float], label: str | None = 
     header = results.header or {}
     config = header.get("config") or {}
     mode = str(config.get("mode") or (records[0].get("mode") if records else "certify"))
-    has_radius = mode == "certify" and any(
-        _number(r.get("radius")) is not None for r in records
+    has_radius = mode == "certify" and any(_number(r.get("radius")) is not None for r in records)
+    correct_radii = (
+        [_number(r.get("radius")) or 0.0 for r in records if r.get("correct")] if has_radius else []
     )
-    correct_radii = [
-        _number(r.get("radius")) or 0.0 for r in records if r.get("correct")
-    ] if has_radius else []
     count = len(records)
-    certified = {
-        r: sum(1 for rad in correct_radii if rad >= r) / count for r in radii
-    } if has_radius and count else {}
+    certified = (
+        {r: sum(1 for rad in correct_radii if rad >= r) / count for r in radii}
+        if has_radius and count
+        else {}
+    )
     bounds = {str(r.get("bound")) for r in records if r.get("bound") is not None}
     nfe = [v for r in records if (v := _number(r.get("nfe"))) is not None]
     seconds = [v for r in records if (v := _number(r.get("seconds"))) is not None]
@@ -157,8 +157,9 @@ def build_report(paths: Sequence[str | Path], radii: Sequence[float] | None = No
         radii = default_radii(max(sigmas) if sigmas else None)
     names = [item.path.name for item in files]
     labels = names if len(set(names)) == len(names) else [str(item.path) for item in files]
-    return Report([summarize(f, radii, lab) for f, lab in zip(files, labels, strict=True)],
-                  list(radii))
+    return Report(
+        [summarize(f, radii, lab) for f, lab in zip(files, labels, strict=True)], list(radii)
+    )
 
 
 # -- rendering ---------------------------------------------------------------
@@ -172,14 +173,15 @@ def rows(report: Report) -> tuple[list[str], list[list[str]]]:
     table: list[list[str]] = [
         ["inputs", *[str(run.inputs) for run in report.runs]],
         ["noise level", *[_fmt(run.sigma) for run in report.runs]],
-        ["bound", *[" ".join(filter(None, [run.bound or "-", run.mark]))
-                    for run in report.runs]],
+        ["bound", *[" ".join(filter(None, [run.bound or "-", run.mark])) for run in report.runs]],
         ["accuracy", *[_fmt(run.accuracy) for run in report.runs]],
     ]
     for radius in report.radii:
         table.append(
-            [f"certified acc. @ r={radius:g}",
-             *[_fmt(run.certified.get(radius)) for run in report.runs]]
+            [
+                f"certified acc. @ r={radius:g}",
+                *[_fmt(run.certified.get(radius)) for run in report.runs],
+            ]
         )
     table += [
         ["ACR", *[_fmt(run.acr) for run in report.runs]],
@@ -239,8 +241,7 @@ def plot(report: Report, path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     for run in runs:
         curve = [sum(1 for r in run.radii if r >= g) / run.inputs for g in grid]
-        ax.step(grid, curve, where="post", label=run.title,
-                linestyle="-" if run.sound else "--")
+        ax.step(grid, curve, where="post", label=run.title, linestyle="-" if run.sound else "--")
     ax.set_xlabel(f"radius ({runs[0].norm or 'l2'})")
     ax.set_ylabel("certified accuracy")
     ax.set_ylim(0, 1.02)

@@ -22,7 +22,6 @@ exactly once.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ._atomic import fsync_dir, replacing
 from .errors import ResultsError
 
 try:  # POSIX only: advisory lock against two writers on one file
@@ -308,15 +308,6 @@ def check_writable(path: Path, *, create_parent: bool = False) -> None:
         ) from None
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 class ResultsWriter:
     """Appends records to a results file, resuming an existing one.
 
@@ -384,9 +375,7 @@ class ResultsWriter:
                 try:
                     fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError:
-                    raise ResultsError(
-                        f"{self.path} is being written by another process"
-                    ) from None
+                    raise ResultsError(f"{self.path} is being written by another process") from None
             if self.resuming:
                 assert self.existing is not None
                 if self.existing.torn:
@@ -400,7 +389,7 @@ class ResultsWriter:
                     first = json.dumps(self.header) + "\n"
                 handle.write(first.encode("utf-8"))
                 self._sync(handle)
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
         except BaseException:
             handle.close()
             raise
@@ -434,17 +423,10 @@ class ResultsWriter:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a synced temporary file and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 # -- merging ------------------------------------------------------------------
@@ -465,8 +447,9 @@ def expected_indices(header: Mapping[str, Any]) -> list[int]:
     length = (header.get("dataset") or {}).get("length")
     if not isinstance(length, int):
         raise ResultsError("results header lacks the dataset length; cannot check for gaps")
-    return select_indices(config.get("indices"), int(config.get("skip", 1)),
-                          config.get("max"), length)
+    return select_indices(
+        config.get("indices"), int(config.get("skip", 1)), config.get("max"), length
+    )
 
 
 def merge_results(out: str | Path, parts: Sequence[str | Path]) -> MergeSummary:

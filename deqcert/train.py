@@ -297,9 +297,7 @@ def _step_logits(
         result = solver.solve(lambda z: model.f(z, u_fixed), model.init_state(u_fixed))
     z_in = result.z.detach().requires_grad_()
     z_out = model.f(z_in, u)
-    penalty = (
-        jacobian_penalty(z_out, z_in, probe_gen) if config.jac_reg else z_out.new_zeros(())
-    )
+    penalty = jacobian_penalty(z_out, z_in, probe_gen) if config.jac_reg else z_out.new_zeros(())
     if backward_solver is not None:
         attach_implicit_backward(z_out, z_in, backward_solver)
     else:
@@ -386,9 +384,7 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _limited(
-    data: Dataset[tuple[Tensor, int]], limit: int | None
-) -> Dataset[tuple[Tensor, int]]:
+def _limited(data: Dataset[tuple[Tensor, int]], limit: int | None) -> Dataset[tuple[Tensor, int]]:
     if limit is None or limit >= len(data):  # type: ignore[arg-type]
         return data
     return Subset(data, range(limit))

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from _helpers import NOISE, SIGMA, gen, make_certifier
 from torch import Tensor
 
 from deqcert import (
@@ -22,9 +23,6 @@ from deqcert import (
 )
 from deqcert.protocols import Certificate, Certifier, Prediction, SolverResult
 from deqcert.testing.oracles import LinearOracle
-
-SIGMA = 0.25
-NOISE = {"name": "gaussian", "sigma": SIGMA}
 
 
 class RecordingSolver:
@@ -53,44 +51,14 @@ class ModeSpy(LinearOracle):
         return super().f(z, u)
 
 
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def srs(**options: Any) -> Certifier:
-    defaults: dict[str, Any] = {
-        "noise": NOISE,
-        "solver": {"name": "naive", "max_iter": 1},
-        "warmup_solver": {"name": "naive", "max_iter": 4},
-        "reference_solver": {"name": "naive", "max_iter": 5},
-        "reference_samples": 20,
-        "n0": 7,
-        "n": 53,
-        "batch_size": 10,
-        "alpha": 0.1,
-    }
-    return create_certifier("serialized", **{**defaults, **options})  # type: ignore[no-any-return]
+    steps = {"solver": 1, "warmup_solver": 4, "reference_solver": 5}
+    sizes = {"reference_samples": 20, "n0": 7, "n": 53, "batch_size": 10}
+    return make_certifier("serialized", **{**steps, **sizes, **options})
 
 
 def vanilla(**options: Any) -> Certifier:
-    defaults: dict[str, Any] = {
-        "noise": NOISE,
-        "solver": {"name": "naive", "max_iter": 3},
-        "n0": 7,
-        "n": 53,
-        "batch_size": 10,
-        "alpha": 0.1,
-    }
-    return create_certifier("vanilla", **{**defaults, **options})  # type: ignore[no-any-return]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    """Tiny tensors: extra threads only add contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    return make_certifier("vanilla", **{"solver": 3, "n0": 7, "n": 53, "batch_size": 10, **options})
 
 
 @pytest.fixture
@@ -344,24 +312,32 @@ def test_reference_uses_the_same_noise_as_the_chains(oracle: Any) -> None:
         assert counts["d"] == 0 and counts["N1"] == counts["N2"] == counts["reference_A"]
 
 
-def test_each_sample_starts_from_its_chain(oracle: Any) -> None:
+def recorded_srs(
+    oracle: Any, chain_start: str, **steps: int
+) -> tuple[Certificate, dict[str, RecordingSolver]]:
+    """Certify with ``srs`` and naive solvers that record their calls; return them by role.
+
+    ``solver`` takes one step, the other roles given in ``steps`` that many.
+    """
     model, x = oracle
-    chain = RecordingSolver("naive", max_iter=1)
-    srs(solver=chain, n0=7, n=53).certify(model, x, generator=gen())
+    steps = {"solver": 1, **steps}
+    solvers = {role: RecordingSolver("naive", max_iter=k) for role, k in steps.items()}
+    cert = srs(**solvers, chain_start=chain_start).certify(model, x, generator=gen())
+    return cert, solvers
+
+
+def test_each_sample_starts_from_its_chain(oracle: Any) -> None:
+    _, solvers = recorded_srs(oracle, "warmup")  # n0 = 7, n = 53, 10 chains
     # estimation: warm-up batch (not recorded here), then 4 full batches and one of 3 rows
-    calls = chain.calls
+    calls = solvers["solver"].calls
     assert [z0.shape[0] for z0, _ in calls] == [10, 10, 10, 10, 3]
     for (_, previous), (z0, _) in zip(calls, calls[1:], strict=False):
         assert torch.equal(z0, previous.z[: z0.shape[0]])
 
 
 def test_carry_continues_the_selection_chains(oracle: Any) -> None:
-    model, x = oracle
-    warmup = RecordingSolver("naive", max_iter=4)
-    chain = RecordingSolver("naive", max_iter=1)
-    cert = srs(solver=chain, warmup_solver=warmup, chain_start="carry").certify(
-        model, x, generator=gen()
-    )
+    cert, solvers = recorded_srs(oracle, "carry", warmup_solver=4)
+    warmup, chain = solvers["warmup_solver"], solvers["solver"]
     assert len(warmup.calls) == 1 and warmup.calls[0][0].shape[0] == 7  # selection only
     selection_end = warmup.calls[0][1].z
     first_estimation = chain.calls[0][0]
@@ -371,12 +347,8 @@ def test_carry_continues_the_selection_chains(oracle: Any) -> None:
 
 
 def test_anchor_starts_from_the_clean_fixed_point(oracle: Any) -> None:
-    model, x = oracle
-    reference = RecordingSolver("naive", max_iter=5)
-    chain = RecordingSolver("naive", max_iter=1)
-    cert = srs(solver=chain, reference_solver=reference, chain_start="anchor").certify(
-        model, x, generator=gen()
-    )
+    cert, solvers = recorded_srs(oracle, "anchor", reference_solver=5)
+    reference, chain = solvers["reference_solver"], solvers["solver"]
     anchor_z0, anchor = reference.calls[0]
     assert anchor_z0.shape[0] == 1 and bool((anchor_z0 == 0).all())
     # both stages' first batches start from the anchor

@@ -7,13 +7,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _helpers import SIGMA, make_certifier
 from torch import Tensor
 
-from deqcert import DataError, OptionError, create_certifier
+from deqcert import DataError, OptionError
 from deqcert.certify.dataset import certify_dataset, noise_seed
 from deqcert.testing.oracles import LinearOracle
 
-SIGMA = 0.25
 KEYS = {
     "index",
     "label",
@@ -32,14 +32,6 @@ KEYS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def setup() -> tuple[LinearOracle, list[tuple[Tensor, int]]]:
     model, x = LinearOracle.with_p_a(0.8, SIGMA)
@@ -52,16 +44,8 @@ def setup() -> tuple[LinearOracle, list[tuple[Tensor, int]]]:
 
 
 def certifier(name: str = "vanilla") -> Any:
-    options: dict[str, Any] = {
-        "noise": {"name": "gaussian", "sigma": SIGMA},
-        "n0": 5,
-        "n": 60,
-        "batch_size": 16,
-        "alpha": 0.1,
-    }
-    if name == "serialized":
-        options.update(reference_samples=20, solver={"name": "naive", "max_iter": 1})
-    return create_certifier(name, **options)
+    serialized = {"reference_samples": 20, "solver": 1} if name == "serialized" else {}
+    return make_certifier(name, n0=5, n=60, batch_size=16, **serialized)
 
 
 def strip(record: dict[str, Any]) -> dict[str, Any]:

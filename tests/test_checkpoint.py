@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,30 +95,26 @@ def test_truncated(saved: tuple[Any, Path]) -> None:
         load_checkpoint(path)
 
 
-def test_missing_tensor_named(saved: tuple[Any, Path]) -> None:
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda t: t.pop("recurrent.weight"), "missing tensors: recurrent.weight"),
+        (lambda t: t.update(stowaway=torch.zeros(2)), "unexpected tensors: stowaway"),
+        (
+            lambda t: t.update({"output_layer.bias": torch.zeros(7)}),
+            r"'output_layer.bias' has shape \(7,\).*\(10,\)",
+        ),
+    ],
+    ids=["missing", "extra", "wrong-shape"],
+)
+def test_tensor_mismatch_is_named(
+    saved: tuple[Any, Path], edit: Callable[[dict[str, torch.Tensor]], object], match: str
+) -> None:
     _, path = saved
     tensors = load_file(str(path))
-    del tensors["recurrent.weight"]
+    edit(tensors)
     _rewrite(path, tensors)
-    with pytest.raises(CheckpointError, match="missing tensors: recurrent.weight"):
-        load_checkpoint(path)
-
-
-def test_extra_tensor_named(saved: tuple[Any, Path]) -> None:
-    _, path = saved
-    tensors = load_file(str(path))
-    tensors["stowaway"] = torch.zeros(2)
-    _rewrite(path, tensors)
-    with pytest.raises(CheckpointError, match="unexpected tensors: stowaway"):
-        load_checkpoint(path)
-
-
-def test_wrong_shape_names_tensor_and_shapes(saved: tuple[Any, Path]) -> None:
-    _, path = saved
-    tensors = load_file(str(path))
-    tensors["output_layer.bias"] = torch.zeros(7)
-    _rewrite(path, tensors)
-    with pytest.raises(CheckpointError, match=r"'output_layer.bias' has shape \(7,\).*\(10,\)"):
+    with pytest.raises(CheckpointError, match=match):
         load_checkpoint(path)
 
 

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from deqcert import OptionError
+from deqcert import OptionError, registry
+from deqcert.certify._sampling import describe
 from deqcert.config import (
     CertifyConfig,
     TrainConfig,
+    build_component,
     load_config_file,
     parse_assignments,
     parse_indices,
@@ -40,6 +42,21 @@ def test_vanilla_solves_with_the_reference_solve_and_takes_no_warmup() -> None:
     assert config.warmup_solver is None and config.reference_solver is None
     with pytest.raises(OptionError, match="takes no warmup_solver"):
         CertifyConfig.model_validate({"certifier": "vanilla", "warmup_solver": "anderson"})
+
+
+@pytest.mark.parametrize("name", ["vanilla", "serialized", "verified"])
+def test_config_solver_defaults_equal_the_python_defaults(name: str) -> None:
+    config = CertifyConfig.model_validate({"certifier": name})
+    python = registry.certifiers.get(name).Options.model_validate(
+        {"noise": {"name": "gaussian", "sigma": 0.25}}
+    )
+    for role in ("solver", "warmup_solver", "reference_solver"):
+        spec = getattr(config, role)
+        if role not in type(python).model_fields:
+            assert spec is None
+            continue
+        built = build_component(role, spec)
+        assert describe(built) == describe(getattr(python, role)), role
 
 
 def test_precedence_defaults_file_flags_set(tmp_path: Path) -> None:

@@ -21,23 +21,13 @@ from typing import Any
 
 import pytest
 import torch
+from _helpers import SIGMA, make_certifier
 from scipy import stats
 
-from deqcert import ABSTAIN, create_certifier
+from deqcert import ABSTAIN
 from deqcert.certify.bounds import clopper_pearson_lower
 from deqcert.protocols import Certifier
 from deqcert.testing.oracles import LinearOracle
-
-SIGMA = 0.25
-NOISE = {"name": "gaussian", "sigma": SIGMA}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def allowed(runs: int, alpha: float) -> int:
@@ -76,18 +66,10 @@ def tally(
 
 
 def serialized(**options: Any) -> Certifier:
-    defaults: dict[str, Any] = {
-        "noise": NOISE,
-        "solver": {"name": "naive", "max_iter": 1},
-        "warmup_solver": {"name": "naive", "max_iter": 5},
-        "reference_solver": {"name": "naive", "max_iter": 5},
-        "n0": 10,
-        "n": 200,
-        "reference_samples": 50,
-        "batch_size": 20,  # 20 chains of 10 samples each in the estimation stage
-        "alpha": 0.1,
-    }
-    return create_certifier("serialized", **{**defaults, **options})  # type: ignore[no-any-return]
+    steps = {"solver": 1, "warmup_solver": 5, "reference_solver": 5}
+    # batch_size 20: 20 chains of 10 samples each in the estimation stage
+    sizes = {"reference_samples": 50, "n0": 10, "n": 200, "batch_size": 20}
+    return make_certifier("serialized", **{**steps, **sizes, **options})
 
 
 @cache
@@ -102,15 +84,7 @@ def scenario(p_a: float, chain_start: str, bound: str = "sound", runs: int = 300
 @pytest.mark.parametrize("p_a", [0.7, 0.95])
 def test_vanilla_overstates_at_most_alpha(p_a: float) -> None:
     runs, alpha = 400, 0.1
-    certifier = create_certifier(
-        "vanilla",
-        noise=NOISE,
-        solver={"name": "naive", "max_iter": 3},
-        n0=10,
-        n=100,
-        batch_size=100,
-        alpha=alpha,
-    )
+    certifier = make_certifier("vanilla", solver=3, n0=10, n=100, batch_size=100, alpha=alpha)
     result = tally(certifier, p_a, runs)
     assert result.certified >= runs // 2  # the check is not vacuous
     assert result.overstated <= allowed(runs, alpha), result
@@ -174,15 +148,7 @@ def test_overstatement_rate_over_many_runs(name: str) -> None:
     """2,000 runs at alpha = 0.05 on inputs of several seeds (different w, b)."""
     runs, alpha = 2000, 0.05
     if name == "vanilla":
-        certifier = create_certifier(
-            "vanilla",
-            noise=NOISE,
-            solver={"name": "naive", "max_iter": 3},
-            n0=10,
-            n=200,
-            batch_size=200,
-            alpha=alpha,
-        )
+        certifier = make_certifier("vanilla", solver=3, n0=10, n=200, batch_size=200, alpha=alpha)
     else:
         certifier = serialized(chain_start="anchor", alpha=alpha, n=400, reference_samples=100)
     total = 0

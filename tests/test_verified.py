@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from _helpers import NOISE, SIGMA, gen, make_certifier
 from scipy.stats import binom
 from torch import Tensor
 
@@ -28,8 +29,6 @@ from deqcert.models.contractive import ContractionBound, ContractiveConvDEQ, Con
 from deqcert.protocols import Certifier, SolverResult
 from deqcert.testing.oracles import LinearOracle
 
-SIGMA = 0.25
-NOISE = {"name": "gaussian", "sigma": SIGMA}
 COMPONENTS: list[tuple[registry.Registry, str, Any]] = [
     (registry.certifiers, "verified", VerifiedCertifier),
     (registry.models, "contractive-mlpdeq", ContractiveMLPDEQ),
@@ -68,21 +67,9 @@ def oracle(p_a: float = 0.8, contraction: float = 0.9, seed: int = 0) -> tuple[A
     return ContractiveOracle(model.weight, model.bias, contraction), x
 
 
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def verified(**options: Any) -> Certifier:
-    defaults: dict[str, Any] = {
-        "noise": NOISE,
-        "solver": {"name": "naive", "max_iter": 1},
-        "reference_solver": {"name": "naive", "max_iter": 20},
-        "n0": 10,
-        "n": 100,
-        "batch_size": 32,
-        "alpha": 0.1,
-    }
-    return create_certifier("verified", **{**defaults, **options})  # type: ignore[no-any-return]
+    defaults = {"solver": 1, "reference_solver": 20, "n0": 10, "n": 100, "batch_size": 32}
+    return make_certifier("verified", **{**defaults, **options})  # type: ignore[no-any-return]
 
 
 # -- contract ---------------------------------------------------------------------------
@@ -396,15 +383,9 @@ def test_model_without_bound_is_refused() -> None:
 def test_fallback_to_vanilla() -> None:
     model, x = LinearOracle.with_p_a(0.9, SIGMA)
     cert = verified(fallback="vanilla").certify(model, x, generator=gen(4))
-    reference = create_certifier(
-        "vanilla",
-        noise=NOISE,
-        solver={"name": "naive", "max_iter": 20},
-        n0=10,
-        n=100,
-        batch_size=32,
-        alpha=0.1,
-    ).certify(model, x, generator=gen(4))
+    reference = make_certifier("vanilla", solver=20, n0=10, n=100, batch_size=32).certify(
+        model, x, generator=gen(4)
+    )
     assert "vanilla" in cert.extra["fallback"] and cert.bound == "clopper-pearson"
     assert cert.counts == reference.counts and cert.radius == reference.radius
     pred = verified(fallback="vanilla").predict(model, x, generator=gen(4))

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import torch
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 from torch import Tensor
 
 from ..errors import DataError
+from ..options import ComponentOptions
 from ..protocols import ABSTAIN, EquilibriumModel, FixedPointSolver, NoiseSampler, SolverResult
 from ..solvers._common import RowwiseMap, row_evaluations
 
@@ -60,9 +61,39 @@ SolverOption = Annotated[Any, BeforeValidator(as_solver)]
 """Option type: a fixed-point solver or a ``{"name": ..., **options}`` spec."""
 
 
-def default_solver(**options: Any) -> FixedPointSolver:
-    """An Anderson solver with ``options`` (used for the certifiers' defaults)."""
-    return as_solver({"name": "anderson", **options})
+def solver_field(description: str, **options: Any) -> Any:
+    """A solver option defaulting to Anderson with ``options``.
+
+    The default's spec is kept in the field's JSON schema (``default_spec``), so
+    that configs and the CLI start from the same solver defaults as the Python
+    API (:func:`deqcert.config.default_solver_specs` reads it).
+    """
+    spec = {"name": "anderson", **options}
+    return Field(
+        default_factory=lambda: as_solver(dict(spec)),
+        description=description,
+        json_schema_extra={"default_spec": spec},
+    )
+
+
+class SmoothingOptions(ComponentOptions):
+    """Options every certifier shares: noise, solver, sample sizes, ``alpha`` and batch size.
+
+    A certifier's options model subclasses this one, adds its own options and
+    may re-declare ``solver`` (its default and meaning differ by certifier;
+    here it is the full solve from ``init_state`` that defines ``h_ref``).
+    """
+
+    noise: NoiseOption = Field(description="Noise sampler or {'name': ..., **options} spec.")
+    solver: SolverOption = solver_field(
+        "The solver defining h_ref, run from init_state on every sample.", max_iter=30, tol=1e-3
+    )
+    n0: int = Field(100, ge=1, description="Selection samples.")
+    n: int = Field(10_000, ge=1, description="Estimation samples.")
+    alpha: float = Field(0.001, gt=0, lt=1, description="Total failure probability.")
+    batch_size: int = Field(
+        400, ge=1, description="Noisy samples solved together (serialized: parallel chains)."
+    )
 
 
 def describe(component: Any) -> dict[str, Any]:

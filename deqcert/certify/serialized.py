@@ -46,23 +46,23 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from ..options import ComponentOptions, Configurable
+from ..options import Configurable
 from ..protocols import Certificate, EquilibriumModel, FixedPointSolver, Prediction
 from . import bounds
 from ._sampling import (
-    NoiseOption,
+    SmoothingOptions,
     SolveLog,
     SolverOption,
     batch_sizes,
     check_input,
     class_counts,
     decide,
-    default_solver,
     describe,
     evaluating,
     noisy_batch,
     solve_batch,
     solve_injected,
+    solver_field,
 )
 from .vanilla import binomial_prediction
 
@@ -85,37 +85,33 @@ PREDICT_NOTE = (
 )
 
 
-class SerializedOptions(ComponentOptions):
-    """Options of :class:`SerializedCertifier`."""
+class SerializedOptions(SmoothingOptions):
+    """Options of :class:`SerializedCertifier` (``batch_size`` is the number of chains)."""
 
-    noise: NoiseOption = Field(description="Noise sampler or {'name': ..., **options} spec.")
-    solver: SolverOption = Field(
-        default_factory=lambda: default_solver(max_iter=1),
-        description="Per-sample solver, warm-started from the chain's previous state.",
+    solver: SolverOption = solver_field(
+        "Per-sample solver, warm-started from the chain's previous state.",
+        max_iter=1,
     )
-    warmup_solver: SolverOption = Field(
-        default_factory=lambda: default_solver(max_iter=10),
-        description="Solver of each stage's first batch from init_state (chain_start='warmup').",
+    warmup_solver: SolverOption = solver_field(
+        "Solver of each stage's first batch from init_state (chain_start='warmup').",
+        max_iter=10,
     )
-    reference_solver: SolverOption = Field(
-        default_factory=lambda: default_solver(max_iter=30, tol=1e-3),
-        description="The solver defining h_ref, run from init_state on the reference subset.",
+    reference_solver: SolverOption = solver_field(
+        "The solver defining h_ref, run from init_state on the reference subset.",
+        max_iter=30,
+        tol=1e-3,
     )
     reference_samples: int = Field(400, ge=1, description="K: size of the reference subset S.")
     bound: Literal["sound", "paper", "repro"] = Field("sound", description="Bound on p_A.")
     chain_start: Literal["warmup", "anchor", "carry"] = Field(
         "warmup", description="How the chains start: warm-up batch, clean anchor, or carried."
     )
-    n0: int = Field(100, ge=1, description="Selection samples.")
-    n: int = Field(10_000, ge=1, description="Estimation samples.")
-    alpha: float = Field(0.001, gt=0, lt=1, description="Total failure probability.")
     alpha_split: float = Field(
         0.5,
         gt=0,
         lt=1,
         description="Share of alpha spent on the mismatch bound (alpha_1); the rest is alpha_2.",
     )
-    batch_size: int = Field(400, ge=1, description="Number of parallel chains.")
 
     @model_validator(mode="after")
     def _subset_fits(self) -> SerializedOptions:

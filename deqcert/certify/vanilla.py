@@ -17,21 +17,18 @@ import time
 from typing import Any
 
 import torch
-from pydantic import Field
 from torch import Tensor
 
-from ..options import ComponentOptions, Configurable
+from ..options import Configurable
 from ..protocols import ABSTAIN, Certificate, EquilibriumModel, Prediction
 from . import bounds
 from ._sampling import (
-    NoiseOption,
+    SmoothingOptions,
     SolveLog,
-    SolverOption,
     batch_sizes,
     check_input,
     class_counts,
     decide,
-    default_solver,
     describe,
     evaluating,
     noisy_batch,
@@ -39,18 +36,8 @@ from ._sampling import (
 )
 
 
-class VanillaOptions(ComponentOptions):
-    """Options of :class:`VanillaCertifier`."""
-
-    noise: NoiseOption = Field(description="Noise sampler or {'name': ..., **options} spec.")
-    solver: SolverOption = Field(
-        default_factory=lambda: default_solver(max_iter=30, tol=1e-3),
-        description="The solver defining h_ref, run from init_state on every sample.",
-    )
-    n0: int = Field(100, ge=1, description="Selection samples.")
-    n: int = Field(10_000, ge=1, description="Estimation samples.")
-    alpha: float = Field(0.001, gt=0, lt=1, description="Failure probability.")
-    batch_size: int = Field(400, ge=1, description="Noisy samples solved together.")
+class VanillaOptions(SmoothingOptions):
+    """Options of :class:`VanillaCertifier`: the shared ones, ``solver`` defining ``h_ref``."""
 
 
 class VanillaCertifier(Configurable):
@@ -70,13 +57,9 @@ class VanillaCertifier(Configurable):
         ``noise.radius(p_lower)``.
         """
         start = time.perf_counter()
-        check_input(model, x, generator)
         o = self.options
-        log = SolveLog()
-        with evaluating(model):
-            selection = self._sample_counts(model, x, o.n0, generator, log)
-            candidate = int(selection.argmax())
-            estimation = self._sample_counts(model, x, o.n, generator, log)
+        (selection, estimation), log = self._stage_counts(model, x, generator, o.n0, o.n)
+        candidate = int(selection.argmax())
         n_a = int(estimation[candidate])
         p_lower = bounds.clopper_pearson_lower(n_a, o.n, o.alpha)
         prediction, radius = decide(candidate, p_lower, o.noise)
@@ -116,14 +99,21 @@ class VanillaCertifier(Configurable):
         most ``alpha``.
         """
         start = time.perf_counter()
-        check_input(model, x, generator)
         o = self.options
-        log = SolveLog()
-        with evaluating(model):
-            counts = self._sample_counts(model, x, o.n, generator, log)
+        (counts,), log = self._stage_counts(model, x, generator, o.n)
         return binomial_prediction(
             counts, o.n, o.alpha, log, time.perf_counter() - start, {"sound": True}
         )
+
+    def _stage_counts(
+        self, model: EquilibriumModel, x: Tensor, generator: torch.Generator, *stages: int
+    ) -> tuple[list[Tensor], SolveLog]:
+        """Check the input, then class counts of fresh draws for each stage size, in order."""
+        check_input(model, x, generator)
+        log = SolveLog()
+        with evaluating(model):
+            counts = [self._sample_counts(model, x, num, generator, log) for num in stages]
+        return counts, log
 
     def _sample_counts(
         self,

@@ -77,21 +77,21 @@ from torch import Tensor
 
 from ..errors import DeqcertError
 from ..models.contractive import ContractiveModel
-from ..options import ComponentOptions, Configurable
+from ..options import Configurable
 from ..protocols import ABSTAIN, Certificate, EquilibriumModel, FixedPointSolver, Prediction
 from ..solvers._common import SolverBase
 from . import bounds
 from ._sampling import (
-    NoiseOption,
+    SmoothingOptions,
     SolverOption,
     as_solver,
     batch_sizes,
     check_input,
     decide,
-    default_solver,
     describe,
     evaluating,
     noisy_batch,
+    solver_field,
 )
 from .serialized import _advance, _chain_starts
 
@@ -125,14 +125,14 @@ OptionalSolver = Annotated[Any, BeforeValidator(_optional_solver)]
 """Option type: a fixed-point solver, a ``{"name": ..., **options}`` spec, or None."""
 
 
-class VerifiedOptions(ComponentOptions):
+class VerifiedOptions(SmoothingOptions):
     """Options of :class:`VerifiedCertifier`."""
 
-    noise: NoiseOption = Field(description="Noise sampler or {'name': ..., **options} spec.")
-    solver: OptionalSolver = Field(
-        default_factory=lambda: default_solver(max_iter=2, tol=1e-4),
-        description="Cheap per-round solver, run on the undecided samples between checks "
+    solver: OptionalSolver = solver_field(
+        "Cheap per-round solver, run on the undecided samples between checks "
         "(None: no solver, every evaluation of f is a checked Picard step in float64).",
+        max_iter=2,
+        tol=1e-4,
     )
     max_steps: int = Field(
         50,
@@ -145,20 +145,16 @@ class VerifiedOptions(ComponentOptions):
         description="Warm start of every batch: the clean input's fixed point, the previous "
         "batch's final states, or init_state.",
     )
-    reference_solver: SolverOption = Field(
-        default_factory=lambda: default_solver(max_iter=30, tol=1e-3),
-        description="Full solve of the clean input (anchor) and of every sample with "
-        "fallback='vanilla'.",
+    reference_solver: SolverOption = solver_field(
+        "Full solve of the clean input (anchor) and of every sample with fallback='vanilla'.",
+        max_iter=30,
+        tol=1e-3,
     )
     fallback: Literal["error", "vanilla"] = Field(
         "error",
         description="For a model without a contraction bound: raise NotContractiveError, or "
         "run vanilla smoothing with reference_solver.",
     )
-    n0: int = Field(100, ge=1, description="Selection samples.")
-    n: int = Field(10_000, ge=1, description="Estimation samples.")
-    alpha: float = Field(0.001, gt=0, lt=1, description="Failure probability.")
-    batch_size: int = Field(400, ge=1, description="Noisy samples solved together.")
 
 
 @dataclass

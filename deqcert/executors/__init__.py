@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 class Executor(Protocol):
     """Certifies (or predicts) ``indices`` of ``pipeline`` and yields one record each."""
 
-    def run(self, pipeline: CertifyPipeline, indices: Sequence[int]) -> Iterator[dict[str, Any]]:
-        ...
+    def run(
+        self, pipeline: CertifyPipeline, indices: Sequence[int]
+    ) -> Iterator[dict[str, Any]]: ...
 
     def describe(self) -> dict[str, Any]: ...
 

@@ -133,8 +133,10 @@ class CertifyPipeline:
                 "shard": (
                     {"index": self.shard.index, "count": self.shard.count} if self.shard else None
                 ),
-                "model": {"name": self.metadata.get("model"),
-                          "options": self.metadata.get("model_options")},
+                "model": {
+                    "name": self.metadata.get("model"),
+                    "options": self.metadata.get("model_options"),
+                },
                 "dataset": {"name": config.dataset.name, "length": len(self.dataset)},
                 "selected": len(self.selected),
                 "certifier": _describe(self.certifier),

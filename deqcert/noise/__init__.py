@@ -5,9 +5,9 @@ turns a lower bound on the top-class probability into a certified radius in
 its :attr:`norm`.  Build them by name with :func:`deqcert.create_noise`.
 """
 
-from ._base import AdditiveNoise
+from ._base import AdditiveNoise, NoiseDraw
 from .gaussian import GaussianNoise
 from .laplace import LaplaceNoise
 from .uniform import UniformNoise
 
-__all__ = ["AdditiveNoise", "GaussianNoise", "LaplaceNoise", "UniformNoise"]
+__all__ = ["AdditiveNoise", "GaussianNoise", "LaplaceNoise", "NoiseDraw", "UniformNoise"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,11 +19,42 @@ from torch import Tensor
 from ..options import Configurable
 
 
+@dataclass(frozen=True)
+class NoiseDraw:
+    """One request for noise: its shape, the generator to draw with, the device and dtype.
+
+    :meth:`AdditiveNoise.sample` builds it; a sampler's ``_draw`` turns the
+    standard draws below (each a fresh tensor of :attr:`shape`) into its noise.
+    """
+
+    shape: tuple[int, ...]
+    generator: torch.Generator
+    device: torch.device
+    dtype: torch.dtype
+
+    def randn(self) -> Tensor:
+        """Standard normal draws."""
+        return torch.randn(self.shape, **self._factory())
+
+    def rand(self) -> Tensor:
+        """Uniform draws on ``[0, 1)``."""
+        return torch.rand(self.shape, **self._factory())
+
+    def exponential(self) -> Tensor:
+        """``Exp(1)`` draws."""
+        out = torch.empty(self.shape, device=self.device, dtype=self.dtype)
+        return out.exponential_(generator=self.generator)
+
+    def _factory(self) -> dict[str, Any]:
+        return {"generator": self.generator, "device": self.device, "dtype": self.dtype}
+
+
 class AdditiveNoise(Configurable):
     """Base class: validated options, :meth:`sample`, :meth:`radius`, :meth:`describe`.
 
-    Subclasses set :attr:`norm` and implement :meth:`_draw` (noise of the
-    given shape) and :meth:`_radius` (the radius for ``1/2 < p < 1``).
+    Subclasses set :attr:`norm` and implement ``_draw(draw)`` (noise for the
+    :class:`NoiseDraw` request ``draw``) and ``_radius(p)`` (the radius for
+    ``1/2 < p < 1``).
     """
 
     norm: str = ""
@@ -38,7 +70,9 @@ class AdditiveNoise(Configurable):
     ) -> Tensor:
         """Noise of ``shape`` drawn with ``generator``, on its device unless ``device`` is given."""
         dev = torch.device(device) if device is not None else generator.device
-        return self._draw(tuple(shape), generator, dev, dtype or torch.get_default_dtype())
+        return self._draw(
+            NoiseDraw(tuple(shape), generator, dev, dtype or torch.get_default_dtype())
+        )
 
     def radius(self, p_lower: float) -> float:
         """Certified radius for a lower bound ``p_lower`` on ``P(h(x + e) = A)``.
@@ -56,13 +90,7 @@ class AdditiveNoise(Configurable):
         """Name, parameters and the norm the radius is measured in."""
         return {**super().describe(), "norm": self.norm}
 
-    def _draw(
-        self,
-        shape: tuple[int, ...],
-        generator: torch.Generator,
-        device: torch.device,
-        dtype: torch.dtype,
-    ) -> Tensor:
+    def _draw(self, draw: NoiseDraw) -> Tensor:
         raise NotImplementedError
 
     def _radius(self, p: float) -> float:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import torch
 from pydantic import Field
 from scipy.stats import norm as normal
 from torch import Tensor
 
 from ..options import ComponentOptions
-from ._base import AdditiveNoise
+from ._base import AdditiveNoise, NoiseDraw
 
 
 class GaussianOptions(ComponentOptions):
@@ -29,15 +28,8 @@ class GaussianNoise(AdditiveNoise):
     registry_name = "gaussian"
     norm = "l2"
 
-    def _draw(
-        self,
-        shape: tuple[int, ...],
-        generator: torch.Generator,
-        device: torch.device,
-        dtype: torch.dtype,
-    ) -> Tensor:
-        out = torch.randn(shape, generator=generator, device=device, dtype=dtype)
-        return out.mul_(self.options.sigma)
+    def _draw(self, draw: NoiseDraw) -> Tensor:
+        return draw.randn().mul_(self.options.sigma)
 
     def _radius(self, p: float) -> float:
         return float(self.options.sigma * normal.ppf(p))

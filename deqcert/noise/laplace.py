@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 
-import torch
 from pydantic import Field
 from torch import Tensor
 
 from ..options import ComponentOptions
-from ._base import AdditiveNoise
+from ._base import AdditiveNoise, NoiseDraw
 
 
 class LaplaceOptions(ComponentOptions):
@@ -36,17 +35,10 @@ class LaplaceNoise(AdditiveNoise):
     registry_name = "laplace"
     norm = "l1"
 
-    def _draw(
-        self,
-        shape: tuple[int, ...],
-        generator: torch.Generator,
-        device: torch.device,
-        dtype: torch.dtype,
-    ) -> Tensor:
+    def _draw(self, draw: NoiseDraw) -> Tensor:
         # the difference of two Exp(1) variables is Laplace(0, 1)
-        first = torch.empty(shape, device=device, dtype=dtype).exponential_(generator=generator)
-        second = torch.empty(shape, device=device, dtype=dtype).exponential_(generator=generator)
-        return first.sub_(second).mul_(self.options.scale)
+        first = draw.exponential()
+        return first.sub_(draw.exponential()).mul_(self.options.scale)
 
     def _radius(self, p: float) -> float:
         return float(-self.options.scale * math.log(2.0 * (1.0 - p)))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 from pydantic import Field
 from torch import Tensor
 
 from ..options import ComponentOptions
-from ._base import AdditiveNoise
+from ._base import AdditiveNoise, NoiseDraw
 
 
 class UniformOptions(ComponentOptions):
@@ -33,15 +32,8 @@ class UniformNoise(AdditiveNoise):
     registry_name = "uniform"
     norm = "l1"
 
-    def _draw(
-        self,
-        shape: tuple[int, ...],
-        generator: torch.Generator,
-        device: torch.device,
-        dtype: torch.dtype,
-    ) -> Tensor:
-        out = torch.rand(shape, generator=generator, device=device, dtype=dtype)
-        return out.mul_(2.0).sub_(1.0).mul_(self.options.half_width)
+    def _draw(self, draw: NoiseDraw) -> Tensor:
+        return draw.rand().mul_(2.0).sub_(1.0).mul_(self.options.half_width)
 
     def _radius(self, p: float) -> float:
         return float(2.0 * self.options.half_width * (p - 0.5))

@@ -346,6 +346,12 @@ class SolverBase(Configurable):
         frozen: Tensor | None = None,
         max_iter: int | None = None,
     ) -> SolverResult:
+        """Solve ``z = f(z)`` for the batch ``z0`` (semantics: :mod:`deqcert.solvers._common`)."""
+        check_state(z0)
+        return self._solve(f, z0, frozen, self.budget(max_iter))
+
+    def _solve(self, f: Map, z0: Tensor, frozen: Tensor | None, budget: int) -> SolverResult:
+        """Solve a checked ``z0`` in at most ``budget`` steps (``frozen``: see :meth:`solve`)."""
         raise NotImplementedError
 
     def budget(self, max_iter: int | None) -> int:
@@ -368,17 +374,7 @@ class IterativeSolver(SolverBase):
         """
         raise NotImplementedError
 
-    def solve(
-        self,
-        f: Map,
-        z0: Tensor,
-        *,
-        frozen: Tensor | None = None,
-        max_iter: int | None = None,
-    ) -> SolverResult:
-        """Solve ``z = f(z)`` for the batch ``z0`` (semantics: :mod:`deqcert.solvers._common`)."""
-        check_state(z0)
-        budget = self.budget(max_iter)
+    def _solve(self, f: Map, z0: Tensor, frozen: Tensor | None, budget: int) -> SolverResult:
         update = self.make_update(z0.reshape(z0.shape[0], -1), budget)
         return iterate(
             f, z0, self.options, update, frozen=frozen, max_iter=budget, workspace=self.workspace

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..errors import OptionError
 from ..protocols import FixedPointSolver, SolverResult
-from ._common import IterationResult, Map, SolverBase, SolverOptions, check_state, row_evaluations
+from ._common import IterationResult, Map, SolverBase, SolverOptions, row_evaluations
 
 DEFAULT_STAGES: list[Any] = [{"name": "anderson", "max_iter": 20}, {"name": "naive"}]
 
@@ -82,16 +82,8 @@ class ChainSolver(SolverBase):
         out["solvers"] = [stage.describe() for stage in self.stages]
         return out
 
-    def solve(
-        self,
-        f: Map,
-        z0: Tensor,
-        *,
-        frozen: Tensor | None = None,
-        max_iter: int | None = None,
-    ) -> SolverResult:
+    def _solve(self, f: Map, z0: Tensor, frozen: Tensor | None, budget: int) -> SolverResult:
         """Run the stages in turn; see the module docstring."""
-        check_state(z0)
         batch, device = z0.shape[0], z0.device
         mask_shape = (batch,) + (1,) * (z0.dim() - 1)
         done = (
@@ -101,7 +93,7 @@ class ChainSolver(SolverBase):
         )
         steps = torch.zeros(batch, dtype=torch.long, device=device)
         res = torch.full((batch,), float("inf"), dtype=z0.dtype, device=device)
-        z, nfe, evaluations, remaining = z0, 0, 0, self.budget(max_iter)
+        z, nfe, evaluations, remaining = z0, 0, 0, budget
         for stage in self.stages:
             if remaining <= 0 or bool(done.all()):
                 break

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import math
 
-import torch
 from pydantic import Field
 from scipy.stats import norm as normal
 from torch import Tensor
 
 from deqcert.errors import OptionError
-from deqcert.noise import AdditiveNoise
+from deqcert.noise import AdditiveNoise, NoiseDraw
 from deqcert.options import ComponentOptions
 
 
@@ -36,16 +35,9 @@ class GaussianLinfNoise(AdditiveNoise):
     Options = GaussianLinfOptions
     norm = "linf"
 
-    def _draw(
-        self,
-        shape: tuple[int, ...],
-        generator: torch.Generator,
-        device: torch.device,
-        dtype: torch.dtype,
-    ) -> Tensor:
-        self._check_shape(shape)
-        out = torch.randn(shape, generator=generator, device=device, dtype=dtype)
-        return out.mul_(self.options.sigma)
+    def _draw(self, draw: NoiseDraw) -> Tensor:
+        self._check_shape(draw.shape)
+        return draw.randn().mul_(self.options.sigma)
 
     def _radius(self, p: float) -> float:
         return float(self.options.sigma * normal.ppf(p) / math.sqrt(self.options.dim))
