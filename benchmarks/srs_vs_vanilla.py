@@ -224,26 +224,21 @@ def run(
     return records
 
 
-def _worker(job: tuple[Config, bool, Path | None, int, int]) -> dict[str, list[Record]]:
+def _worker(job: tuple[Config, bool, Path | None, int]) -> dict[str, list[Record]]:
     """One worker process: its own model copy and torch threads, its share of the inputs."""
-    cfg, untrained, path, worker, workers = job
+    cfg, untrained, path, worker = job
     torch.set_num_threads(cfg.threads)
     if cfg.allocator:
         tune_allocator()
     model = load_model(cfg, untrained, path)
     dataset = create_dataset("mnist-sample", split="test")
-    return run(cfg, model, dataset, methods(cfg), worker, workers)
+    return run(cfg, model, dataset, methods(cfg), worker, cfg.workers)
 
 
-def run_parallel(
-    cfg: Config, untrained: bool, path: Path | None, dataset: Any
-) -> dict[str, list[Record]]:
+def run_parallel(cfg: Config, untrained: bool, path: Path | None) -> dict[str, list[Record]]:
     """Split the inputs over ``cfg.workers`` processes (spawned) and merge their records."""
-    if cfg.workers <= 1:
-        model = load_model(cfg, untrained, path)
-        return run(cfg, model, dataset, methods(cfg))
-    load_model(cfg, untrained, path)  # records the checkpoint in cfg
-    jobs = [(cfg, untrained, path, w, cfg.workers) for w in range(cfg.workers)]
+    cfg.checkpoint = model_label(cfg, untrained, path)
+    jobs = [(cfg, untrained, path, w) for w in range(cfg.workers)]
     return merge_records(in_processes(_worker, jobs))
 
 
@@ -706,7 +701,11 @@ def parse(argv: Iterable[str] | None = None) -> argparse.Namespace:
         "--untrained", action="store_true", help="debug the script on an untrained mdeq (small)"
     )
     p.add_argument("--checkpoint", type=Path, help="a checkpoint instead of the bundled one")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name in ("workers", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    return args
 
 
 QUICK = {"n": 2000, "inputs": 6, "matrix_inputs": 3, "ablation_inputs": 3, "baseline_inputs": 3}
@@ -761,14 +760,18 @@ def configs(args: argparse.Namespace) -> list[Config]:
 
 
 def load_model(cfg: Config, untrained: bool, path: Path | None) -> Any:
-    """The model to certify; records which one (file name and SHA-256 prefix) in ``cfg``."""
+    """The model to certify: the checkpoint given, the bundled one for sigma, or untrained."""
     if untrained:
         torch.manual_seed(0)
-        cfg.checkpoint = "untrained mdeq (small), torch seed 0"
         return create_model("mdeq", preset="small").eval()
-    path = path or default_checkpoint(cfg.sigma)
-    cfg.checkpoint = checkpoint_id(path)
-    return load_checkpoint(path)
+    return load_checkpoint(path or default_checkpoint(cfg.sigma))
+
+
+def model_label(cfg: Config, untrained: bool, path: Path | None) -> str:
+    """Which model :func:`load_model` loads (file name and SHA-256 prefix), for the tables."""
+    if untrained:
+        return "untrained mdeq (small), torch seed 0"
+    return checkpoint_id(path or default_checkpoint(cfg.sigma))
 
 
 def main(argv: Iterable[str] | None = None) -> None:
@@ -779,7 +782,6 @@ def main(argv: Iterable[str] | None = None) -> None:
     png = args.plot or (PLOT if not args.quick else RESULTS / "srs_vs_vanilla-quick.png")
     torch.set_num_threads(args.threads)
     tuned = tune_allocator() if not args.no_allocator else False
-    dataset = create_dataset("mnist-sample", split="test")
     sections, recs = [], []
     for cfg in cfgs:
         cfg.allocator = tuned
@@ -788,7 +790,7 @@ def main(argv: Iterable[str] | None = None) -> None:
             cfg, rec, minutes = load_records(records_path)
         else:
             start = time.perf_counter()
-            rec = run_parallel(cfg, args.untrained, args.checkpoint, dataset)
+            rec = run_parallel(cfg, args.untrained, args.checkpoint)
             minutes = (time.perf_counter() - start) / 60
             save_records(records_path, cfg, rec, minutes)
         text = render(cfg, rec, minutes)

@@ -102,8 +102,6 @@ def run(
     of image ``i`` depends only on ``(seed, i)``, so the split changes no certificate).
     """
     data = create_dataset("mnist-sample", split="test")
-    if args.images >= len(data):  # the last image warms up the certifiers
-        raise SystemExit(f"--images must be below {len(data)} (mnist-sample test images)")
     runs = certifiers(args, sigma)
     warm = dict(vars(args), n=min(args.n, 2 * args.batch))
     for c in certifiers(argparse.Namespace(**warm), sigma).values():
@@ -219,7 +217,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="markdown output (default benchmarks/results/...)")
     args = p.parse_args()
-    for name in ("images", "n"):
+    for name in ("images", "n", "workers", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
     base = QUICK if args.quick else FULL
@@ -239,6 +237,9 @@ def main() -> None:
         raise SystemExit(f"{args.checkpoint}: no training sigma in the checkpoint's metadata")
     sigma = float(sigma)
     start = time.perf_counter()
+    images = len(create_dataset("mnist-sample", split="test"))
+    if args.images >= images:  # the last image warms up the certifiers
+        raise SystemExit(f"--images must be below {images} (mnist-sample test images)")
     jobs = [(args, sigma, w) for w in range(args.workers)]
     rec = merge_records(in_processes(_worker, jobs))
     args.minutes = (time.perf_counter() - start) / 60

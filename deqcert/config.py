@@ -61,16 +61,6 @@ COMPONENT_KINDS: dict[str, str] = {
 
 SOLVER_ROLES = ("solver", "warmup_solver", "reference_solver")
 
-REFERENCE_SOLVER: dict[str, Any] = {"name": "anderson", "max_iter": 30, "tol": 1e-3}
-"""The solve that defines ``h_ref`` by default (Anderson, 30 steps, tolerance 1e-3)."""
-
-SERIALIZED_DEFAULTS: dict[str, dict[str, Any]] = {
-    "solver": {"name": "anderson", "max_iter": 1},
-    "warmup_solver": {"name": "anderson", "max_iter": 10},
-    "reference_solver": REFERENCE_SOLVER,
-}
-"""Defaults of a certifier that takes a reference solver (SRS-1A with a 10-step warm-up)."""
-
 
 class ComponentSpec(BaseModel):
     """A registered component by name, with its options next to the name.
@@ -353,30 +343,40 @@ def build_component(key: str, spec: ComponentSpec, **arguments: Any) -> Any:
         raise OptionError(f"{key} {exc}") from None
 
 
+def _declared_solver_specs(options: Any) -> dict[str, dict[str, Any] | None]:
+    """The solver roles an options model takes, with the default spec it declares (or None).
+
+    :func:`deqcert.certify._sampling.solver_field` records a default's spec in the
+    option's schema (``default_spec``).
+    """
+    fields = getattr(options, "model_fields", None) or {}
+    out: dict[str, dict[str, Any] | None] = {}
+    for role in SOLVER_ROLES:
+        if role in fields:
+            extra = fields[role].json_schema_extra
+            spec = extra.get("default_spec") if isinstance(extra, dict) else None
+            out[role] = dict(spec) if isinstance(spec, dict) else None
+    return out
+
+
 def default_solver_specs(certifier: str) -> dict[str, dict[str, Any] | None]:
     """Default solver specs for the roles ``certifier`` takes: the same as its Python defaults.
 
-    A certifier declaring its solver options with
-    :func:`deqcert.certify._sampling.solver_field` records each default's spec in
-    the option's schema (``default_spec``), and that spec is used.  For other
-    (third-party) certifiers: SRS-1A defaults if it takes a reference solver,
-    else the reference solve itself.
+    A role whose option declares no default spec (a third-party certifier) takes
+    the serialized certifier's default if the certifier has a reference solver,
+    else the vanilla certifier's (the reference solve itself).
     """
+    from .certify.serialized import SerializedOptions
+    from .certify.vanilla import VanillaOptions
+
     try:
-        cls = registry_for("certifier").get(certifier)
+        options = getattr(registry_for("certifier").get(certifier), "Options", None)
     except DeqcertError:
-        cls = None
-    fields = getattr(getattr(cls, "Options", None), "model_fields", None) or {"solver": None}
-    fallback = SERIALIZED_DEFAULTS if "reference_solver" in fields else {"solver": REFERENCE_SOLVER}
-    out: dict[str, dict[str, Any] | None] = {}
-    for role in SOLVER_ROLES:
-        if role not in fields:
-            continue
-        extra = getattr(fields[role], "json_schema_extra", None)
-        spec = extra.get("default_spec") if isinstance(extra, dict) else None
-        spec = spec if isinstance(spec, dict) else fallback.get(role)
-        out[role] = dict(spec) if spec else None
-    return out
+        options = None
+    own = _declared_solver_specs(options) or {"solver": None}
+    base = SerializedOptions if "reference_solver" in own else VanillaOptions
+    fallback = _declared_solver_specs(base)
+    return {role: spec or fallback.get(role) for role, spec in own.items()}
 
 
 def default_layer(certifier: str | None = None) -> dict[str, Any]:
