@@ -38,6 +38,7 @@ from pydantic import (
 
 from .errors import DataError, DeqcertError, OptionError
 from .registry import REGISTRIES
+from .specs import ComponentSpec
 
 try:
     import tomllib
@@ -60,33 +61,6 @@ COMPONENT_KINDS: dict[str, str] = {
 """Config keys holding a component spec, and the registry each name is looked up in."""
 
 SOLVER_ROLES = ("solver", "warmup_solver", "reference_solver")
-
-
-class ComponentSpec(BaseModel):
-    """A registered component by name, with its options next to the name.
-
-    Accepts a bare name (``"anderson"``) or a mapping
-    (``{"name": "anderson", "max_iter": 1}``); the options are checked by the
-    component's own ``Options`` model when it is built.
-    """
-
-    model_config = ConfigDict(extra="allow")
-
-    name: str = Field(min_length=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_name(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The component's options (everything but ``name``)."""
-        return dict(self.model_extra or {})
-
-    def with_options(self, **options: Any) -> ComponentSpec:
-        """A copy with ``options`` added or replaced."""
-        return ComponentSpec(name=self.name, **{**self.options, **options})
 
 
 def _default_dataset() -> ComponentSpec:

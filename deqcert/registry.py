@@ -67,9 +67,10 @@ class Entry:
 class Registry:
     """Name -> component for one entry-point group."""
 
-    def __init__(self, kind: str, group: str) -> None:
+    def __init__(self, kind: str, group: str, builtins: dict[str, str] | None = None) -> None:
         self.kind = kind
         self.group = group
+        self._builtins = dict(builtins or {})
         self._entries: dict[str, Entry] = {}
         self._conflicts: list[Entry] = []
         self._discovered = False
@@ -79,6 +80,8 @@ class Registry:
         if self._discovered:
             return
         self._discovered = True
+        for name, target in self._builtins.items():
+            self._entries[name] = Entry(name, self.group, target, "deqcert")
         for ep in sorted(metadata.entry_points(group=self.group), key=_ep_sort_key):
             origin = ep.dist.name if ep.dist is not None else "unknown"
             entry = Entry(ep.name, self.group, ep.value, origin)
@@ -185,6 +188,16 @@ certifiers = REGISTRIES["certifier"]
 noises = REGISTRIES["noise"]
 models = REGISTRIES["model"]
 datasets = REGISTRIES["dataset"]
+
+EXECUTORS = Registry(
+    "executor",
+    "deqcert.executors",
+    builtins={
+        "local": "deqcert.executors.local:LocalExecutor",
+        "ray": "deqcert.executors.ray:RayExecutor",
+    },
+)
+"""Where a run's inputs are certified (``local``, ``ray``); group ``deqcert.executors``."""
 
 
 def create_solver(name: str, /, **options: Any) -> Any:

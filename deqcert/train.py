@@ -35,27 +35,31 @@ from .models.base import DEFAULT_SOLVER
 from .models.grad import attach_implicit_backward, jacobian_penalty
 from .options import format_validation_error
 from .protocols import FixedPointSolver
-from .registry import create_dataset, create_model, create_solver
+from .registry import create_dataset, create_model
+from .specs import ComponentSpec
+from .specs import build as build_component
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SolverSpec(_Strict):
-    """A registered solver by name plus its options."""
+class SolverSpec(ComponentSpec):
+    """A registered solver, options next to its name (``{"name": "anderson", "max_iter": 20}``).
 
-    name: str = "anderson"
-    options: dict[str, Any] = Field(default_factory=dict)
+    The older nested form ``{"name": ..., "options": {...}}`` is still read, with a
+    deprecation warning.
+    """
+
+    name: str = Field("anderson", min_length=1)
 
     def build(self) -> FixedPointSolver:
-        return create_solver(self.name, **self.options)  # type: ignore[no-any-return]
+        return build_component("solver", self)  # type: ignore[no-any-return]
 
 
 def reference_solver_spec() -> SolverSpec:
     """The reference solve (Anderson, rel tol 1e-3, at most 30 steps, m=5)."""
-    spec = dict(DEFAULT_SOLVER)
-    return SolverSpec(name=spec.pop("name"), options=spec)
+    return SolverSpec.model_validate(dict(DEFAULT_SOLVER))
 
 
 class EvalConfig(_Strict):
@@ -86,8 +90,8 @@ class TrainConfig(_Strict):
     grad_clip: float | None = Field(5.0, gt=0, description="max gradient norm (None: off)")
     backward: Literal["implicit", "jfb"] = "implicit"
     backward_solver: SolverSpec = Field(
-        default_factory=lambda: SolverSpec(
-            name="anderson", options={"max_iter": 20, "tol": 1e-3, "stop_mode": "rel"}
+        default_factory=lambda: SolverSpec.model_validate(
+            {"name": "anderson", "max_iter": 20, "tol": 1e-3, "stop_mode": "rel"}
         ),
         description="solver of the adjoint fixed point (implicit backward)",
     )

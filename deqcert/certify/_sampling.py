@@ -11,69 +11,39 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
 import torch
-from pydantic import BeforeValidator, Field
+from pydantic import Field
 from torch import Tensor
 
 from ..errors import DataError
 from ..options import ComponentOptions
 from ..protocols import ABSTAIN, EquilibriumModel, FixedPointSolver, NoiseSampler, SolverResult
 from ..solvers._common import RowwiseMap, row_evaluations
-
-
-def _from_spec(spec: Any, kind: str, required: tuple[str, ...]) -> Any:
-    """An object as is, or ``{"name": ..., **options}`` / ``"name"`` built by the registry."""
-    from .. import registry
-
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    if isinstance(spec, dict):
-        options = dict(spec)
-        name = options.pop("name", None)
-        if not isinstance(name, str):
-            raise ValueError(f"a {kind} spec needs a 'name' key, got {spec!r}")
-        return registry.REGISTRIES[kind].create(name, **options)
-    missing = [attr for attr in required if not hasattr(spec, attr)]
-    if missing:
-        raise ValueError(
-            f"expected a {kind} object (with {', '.join(required)}) or a "
-            f"{{'name': ..., **options}} spec, got {type(spec).__name__}"
-        )
-    return spec
+from ..specs import as_component, component_field, component_option
 
 
 def as_noise(spec: Any) -> NoiseSampler:
     """A :class:`~deqcert.protocols.NoiseSampler` from an object or a spec."""
-    return _from_spec(spec, "noise", ("sample", "radius", "norm"))  # type: ignore[no-any-return]
+    return as_component("noise", spec)  # type: ignore[no-any-return]
 
 
 def as_solver(spec: Any) -> FixedPointSolver:
     """A :class:`~deqcert.protocols.FixedPointSolver` from an object or a spec."""
-    return _from_spec(spec, "solver", ("solve",))  # type: ignore[no-any-return]
+    return as_component("solver", spec)  # type: ignore[no-any-return]
 
 
-NoiseOption = Annotated[Any, BeforeValidator(as_noise)]
+NoiseOption = component_option("noise")
 """Option type: a noise sampler or a ``{"name": ..., **options}`` spec."""
 
-SolverOption = Annotated[Any, BeforeValidator(as_solver)]
+SolverOption = component_option("solver")
 """Option type: a fixed-point solver or a ``{"name": ..., **options}`` spec."""
 
 
 def solver_field(description: str, **options: Any) -> Any:
-    """A solver option defaulting to Anderson with ``options``.
-
-    The default's spec is kept in the field's JSON schema (``default_spec``), so
-    that configs and the CLI start from the same solver defaults as the Python
-    API (:func:`deqcert.config.default_solver_specs` reads it).
-    """
-    spec = {"name": "anderson", **options}
-    return Field(
-        default_factory=lambda: as_solver(dict(spec)),
-        description=description,
-        json_schema_extra={"default_spec": spec},
-    )
+    """A solver option defaulting to Anderson with ``options`` (see ``specs.component_field``)."""
+    return component_field("solver", description, {"name": "anderson", **options})
 
 
 class SmoothingOptions(ComponentOptions):

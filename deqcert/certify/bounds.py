@@ -155,3 +155,46 @@ def repro_lower(c_m: int, n1: int, n2: int, n: int, alpha1: float, alpha2: float
     p_m_up = _mismatch_upper(n1, n2, alpha1)
     n_e = (1.0 - p_m_up) * c_m
     return PaperBound(clopper_pearson_lower(n_e, (1.0 - p_m_up) * n, alpha2), p_m_up, n_e)
+
+
+SERIALIZED_BOUNDS = ("sound", "paper", "repro")
+"""The bounds the serialized certifier offers by name (only ``sound`` is valid)."""
+
+
+class NamedBound(NamedTuple):
+    """Result of :func:`serialized_bound`: ``p_lower``, how alpha was split, the details."""
+
+    p_lower: float
+    alpha_split: dict[str, float]
+    details: dict[str, float | int]
+
+
+def split_alpha(alpha: float, alpha_split: float) -> dict[str, float]:
+    """``{"mismatch": alpha * alpha_split, "clopper_pearson": the rest}``."""
+    _check_alpha(alpha)
+    if not 0.0 < alpha_split < 1.0:
+        raise ValueError(f"alpha_split must be in (0, 1), got {alpha_split}")
+    alpha1 = alpha * alpha_split
+    return {"mismatch": alpha1, "clopper_pearson": alpha - alpha1}
+
+
+def serialized_bound(
+    name: str, counts: dict[str, int], n: int, alpha: float, alpha_split: float = 0.5
+) -> NamedBound:
+    """Evaluate the serialized bound ``name`` on a certificate's ``counts``.
+
+    ``counts`` holds ``C_m``, ``d`` and ``K`` (``sound``) or ``C_m``, ``N1``
+    and ``N2`` (``paper``, ``repro``), as a serialized certificate records
+    them; ``alpha`` is split as :func:`split_alpha` does.  The bound does not
+    change the sampling, so one certificate's counts give every bound.
+    """
+    split = split_alpha(alpha, alpha_split)
+    a1, a2 = split["mismatch"], split["clopper_pearson"]
+    if name == "sound":
+        sound = sound_serialized_lower(counts["C_m"], counts["d"], n, counts["K"], a1, a2)
+        return NamedBound(sound.p_lower, split, {"D_up": sound.d_up})
+    if name in ("paper", "repro"):
+        rule = paper_lower if name == "paper" else repro_lower
+        paper = rule(counts["C_m"], counts["N1"], counts["N2"], n, a1, a2)
+        return NamedBound(paper.p_lower, split, {"p_m_up": paper.p_m_up, "N_E": paper.n_e})
+    raise ValueError(f"unknown serialized bound {name!r}; known: {', '.join(SERIALIZED_BOUNDS)}")

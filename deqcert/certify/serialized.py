@@ -230,7 +230,7 @@ class SerializedCertifier(Configurable):
             n0=o.n0,
             n=o.n,
             alpha=o.alpha,
-            alpha_split=self._alpha_split(),
+            alpha_split=bounds.split_alpha(o.alpha, o.alpha_split),
             bound=o.bound,
             sound=o.bound == "sound",
             noise=describe(o.noise),
@@ -344,23 +344,10 @@ class SerializedCertifier(Configurable):
         return torch.cat(predictions), chains
 
     # -- statistics -------------------------------------------------------------
-    def _alpha_split(self) -> dict[str, float]:
-        o = self.options
-        alpha1 = o.alpha * o.alpha_split
-        return {"mismatch": alpha1, "clopper_pearson": o.alpha - alpha1}
-
     def _bound(self, counts: dict[str, int]) -> tuple[float, dict[str, Any]]:
         o = self.options
-        split = self._alpha_split()
-        a1, a2 = split["mismatch"], split["clopper_pearson"]
-        if o.bound == "sound":
-            sound = bounds.sound_serialized_lower(
-                counts["C_m"], counts["d"], o.n, counts["K"], a1, a2
-            )
-            return sound.p_lower, {"D_up": sound.d_up}
-        rule = bounds.paper_lower if o.bound == "paper" else bounds.repro_lower
-        paper = rule(counts["C_m"], counts["N1"], counts["N2"], o.n, a1, a2)
-        return paper.p_lower, {"p_m_up": paper.p_m_up, "N_E": paper.n_e}
+        named = bounds.serialized_bound(o.bound, counts, o.n, o.alpha, o.alpha_split)
+        return named.p_lower, named.details
 
     def _solvers(self) -> dict[str, Any]:
         o = self.options

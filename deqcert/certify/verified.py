@@ -69,10 +69,10 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import torch
-from pydantic import BeforeValidator, Field
+from pydantic import Field
 from torch import Tensor
 
 from ..errors import DeqcertError
@@ -80,11 +80,11 @@ from ..models.contractive import ContractiveModel
 from ..options import Configurable
 from ..protocols import ABSTAIN, Certificate, EquilibriumModel, FixedPointSolver, Prediction
 from ..solvers._common import SolverBase
+from ..specs import component_option
 from . import bounds
 from ._sampling import (
     SmoothingOptions,
     SolverOption,
-    as_solver,
     batch_sizes,
     check_input,
     decide,
@@ -117,11 +117,7 @@ class NotContractiveError(DeqcertError, TypeError):
     """The ``verified`` certifier was given a model without a usable contraction bound."""
 
 
-def _optional_solver(spec: Any) -> FixedPointSolver | None:
-    return None if spec is None else as_solver(spec)
-
-
-OptionalSolver = Annotated[Any, BeforeValidator(_optional_solver)]
+OptionalSolver = component_option("solver", optional=True)
 """Option type: a fixed-point solver, a ``{"name": ..., **options}`` spec, or None."""
 
 

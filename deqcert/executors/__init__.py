@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ..registry import Registry
+from ..registry import EXECUTORS
 
 if TYPE_CHECKING:
     from .pipeline import CertifyPipeline
@@ -33,9 +33,6 @@ class Executor(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
-EXECUTORS = Registry("executor", "deqcert.executors")
-EXECUTORS.register("local", "deqcert.executors.local:LocalExecutor")
-EXECUTORS.register("ray", "deqcert.executors.ray:RayExecutor")
 
 
 def create_executor(name: str = "local", /, **options: Any) -> Executor:
