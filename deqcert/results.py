@@ -441,7 +441,7 @@ class MergeSummary:
 
 def expected_indices(header: Mapping[str, Any]) -> list[int]:
     """The indices a run with ``header`` selects (before sharding)."""
-    from .config import select_indices
+    from .data.selection import select_indices
 
     config = header.get("config") or {}
     length = (header.get("dataset") or {}).get("length")
