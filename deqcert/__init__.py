@@ -50,8 +50,8 @@ _LAZY: dict[str, str] = {
     "checkpoint_metadata": "deqcert.checkpoint",
     "default_checkpoint": "deqcert.checkpoint",
     "train": "deqcert.train",
-    "TrainConfig": "deqcert.config",
-    "CertifyConfig": "deqcert.config",
+    "TrainConfig": "deqcert.train",
+    "CertifyConfig": "deqcert.run.config",
     "certify_dataset": "deqcert.certify.dataset",
 }
 

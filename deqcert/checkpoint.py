@@ -8,9 +8,11 @@ metrics), plus the package and format versions.  Nothing is pickled.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -102,10 +104,46 @@ def checkpoint_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return decoded
 
 
+@dataclass(frozen=True)
+class OpenedCheckpoint:
+    """A checkpoint read once: its model (eval mode), decoded metadata and file SHA-256."""
+
+    path: Path
+    model: Any
+    metadata: dict[str, Any]
+    sha256: str
+
+
+def open_checkpoint(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> OpenedCheckpoint:
+    """Read a checkpoint once for a run: the model, its metadata and the file's SHA-256.
+
+    The metadata is decoded once and serves both to rebuild the model and to
+    describe the run (results headers record the SHA-256).
+    """
+    path = _existing(path)
+    metadata = checkpoint_metadata(path)
+    return OpenedCheckpoint(path, _load(path, metadata, device), metadata, file_sha256(path))
+
+
 def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Any:
     """Rebuild the model described by the checkpoint, load its weights, return it in eval mode."""
     path = _existing(path)
-    meta = checkpoint_metadata(path)
+    return _load(path, checkpoint_metadata(path), device)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load(path: Path, meta: dict[str, Any], device: str | torch.device) -> Any:
+    """The model ``meta`` describes, with the weights of ``path``, on ``device`` in eval mode."""
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(

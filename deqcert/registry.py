@@ -193,8 +193,8 @@ EXECUTORS = Registry(
     "executor",
     "deqcert.executors",
     builtins={
-        "local": "deqcert.executors.local:LocalExecutor",
-        "ray": "deqcert.executors.ray:RayExecutor",
+        "local": "deqcert.run.executors.local:LocalExecutor",
+        "ray": "deqcert.run.executors.ray:RayExecutor",
     },
 )
 """Where a run's inputs are certified (``local``, ``ray``); group ``deqcert.executors``."""

@@ -223,7 +223,11 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _comparable(header: Mapping[str, Any]) -> dict[str, Any]:
-    config = {k: v for k, v in dict(header.get("config") or {}).items() if k not in NEUTRAL_KEYS}
+    config = {
+        k: v
+        for k, v in dict(header.get("config") or {}).items()
+        if k not in NEUTRAL_KEYS and not (v is None and k.endswith("solver"))
+    }  # a solver role the certifier does not take: absent today, null in older files
     if isinstance(config.get("device"), str):
         config["device"] = config["device"].split(":")[0]  # cuda:0 and cuda:1 agree
     checkpoint = header.get("checkpoint") or {}

@@ -184,18 +184,35 @@ class ComponentKind:
     optional: bool = False
 
 
-def component_option(kind: str, *, optional: bool = False) -> Any:
-    """The type of an options field holding a component of ``kind`` (object or spec).
-
-    With ``optional`` the field also accepts ``None`` (no component).
-    """
-
+def _validator(kind: str, optional: bool = False) -> BeforeValidator:
     def validate(value: Any) -> Any:
         if value is None and optional:
             return None
         return as_component(kind, value)
 
-    return Annotated[Any, BeforeValidator(validate), ComponentKind(kind, optional)]
+    return BeforeValidator(validate)
+
+
+def component_option(kind: str, *, optional: bool = False) -> Any:
+    """The type of an options field holding a component of ``kind`` (object or spec).
+
+    With ``optional`` the field also accepts ``None`` (no component).  For
+    solvers and noise use the ready aliases below (static type checkers
+    accept them as types).
+    """
+    return Annotated[Any, _validator(kind, optional), ComponentKind(kind, optional)]
+
+
+NoiseOption = Annotated[Any, _validator("noise"), ComponentKind("noise")]
+"""Option type: a noise sampler or a ``{"name": ..., **options}`` spec."""
+
+SolverOption = Annotated[Any, _validator("solver"), ComponentKind("solver")]
+"""Option type: a fixed-point solver or a ``{"name": ..., **options}`` spec."""
+
+OptionalSolverOption = Annotated[
+    Any, _validator("solver", optional=True), ComponentKind("solver", optional=True)
+]
+"""Option type: a fixed-point solver, a spec, or None."""
 
 
 def component_field(kind: str, description: str, default: Any = None) -> Any:
@@ -251,6 +268,9 @@ __all__ = [
     "ComponentSlot",
     "ComponentSpec",
     "DeqcertDeprecationWarning",
+    "NoiseOption",
+    "OptionalSolverOption",
+    "SolverOption",
     "accepted_options",
     "as_component",
     "build",

@@ -21,7 +21,7 @@ from ..errors import DataError
 from ..options import ComponentOptions
 from ..protocols import ABSTAIN, EquilibriumModel, FixedPointSolver, NoiseSampler, SolverResult
 from ..solvers._common import RowwiseMap, row_evaluations
-from ..specs import as_component, component_field, component_option
+from ..specs import NoiseOption, SolverOption, as_component, component_field
 
 
 def as_noise(spec: Any) -> NoiseSampler:
@@ -32,13 +32,6 @@ def as_noise(spec: Any) -> NoiseSampler:
 def as_solver(spec: Any) -> FixedPointSolver:
     """A :class:`~deqcert.protocols.FixedPointSolver` from an object or a spec."""
     return as_component("solver", spec)  # type: ignore[no-any-return]
-
-
-NoiseOption = component_option("noise")
-"""Option type: a noise sampler or a ``{"name": ..., **options}`` spec."""
-
-SolverOption = component_option("solver")
-"""Option type: a fixed-point solver or a ``{"name": ..., **options}`` spec."""
 
 
 def solver_field(description: str, **options: Any) -> Any:

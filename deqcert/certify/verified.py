@@ -80,7 +80,7 @@ from ..models.contractive import ContractiveModel
 from ..options import Configurable
 from ..protocols import ABSTAIN, Certificate, EquilibriumModel, FixedPointSolver, Prediction
 from ..solvers._common import SolverBase
-from ..specs import component_option
+from ..specs import OptionalSolverOption
 from . import bounds
 from ._sampling import (
     SmoothingOptions,
@@ -117,7 +117,7 @@ class NotContractiveError(DeqcertError, TypeError):
     """The ``verified`` certifier was given a model without a usable contraction bound."""
 
 
-OptionalSolver = component_option("solver", optional=True)
+OptionalSolver = OptionalSolverOption
 """Option type: a fixed-point solver, a ``{"name": ..., **options}`` spec, or None."""
 
 

@@ -1,0 +1,5 @@
+"""``python -m deqcert.cli``: the command line."""
+
+from . import main
+
+main()

@@ -1,0 +1,91 @@
+"""``deqcert list`` and ``deqcert info``: registered components and checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..errors import OptionError
+from .app import app, stdout
+
+
+@app.command("list")
+def list_components(
+    kind: Annotated[
+        str | None,
+        typer.Argument(help="solvers | certifiers | noise | models | datasets | executors."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Registered components: name, group, origin package and load errors."""
+    from ..registry import EXECUTORS, REGISTRIES
+
+    registries = {**REGISTRIES, "executor": EXECUTORS}
+    if kind is not None:
+        wanted = kind.rstrip("s") if kind != "noise" else "noise"
+        if wanted not in registries:
+            raise OptionError(
+                f"unknown kind {kind!r}; accepted: solvers, certifiers, noise, models, "
+                "datasets, executors"
+            )
+        registries = {wanted: registries[wanted]}
+    rows = [
+        {"name": e.name, "group": e.group, "origin": e.origin, "target": e.target, "error": e.error}
+        for registry in registries.values()
+        for e in registry.entries(load=True)
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="deqcert components")
+    for column in ("group", "name", "origin", "status"):
+        table.add_column(column)
+    for row in rows:
+        status = "ok" if row["error"] is None else f"[red]error: {row['error']}[/red]"
+        table.add_row(str(row["group"]), str(row["name"]), str(row["origin"]), status)
+    stdout.print(table)
+
+
+@app.command()
+def info(
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint file, or 'default'.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """A checkpoint's model, options, training data, noise level and metrics."""
+    from ..checkpoint import checkpoint_metadata, default_checkpoint, file_sha256
+
+    path = default_checkpoint() if checkpoint == "default" else Path(checkpoint)
+    metadata = checkpoint_metadata(path)
+    details = {
+        "path": str(path),
+        "size_bytes": path.stat().st_size,
+        "sha256": file_sha256(path),
+        **metadata,
+    }
+    if as_json:
+        typer.echo(json.dumps(details, indent=2, default=str))
+        return
+    table = Table(title=f"checkpoint {path.name}", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key in (
+        "path",
+        "size_bytes",
+        "sha256",
+        "model",
+        "model_options",
+        "dataset",
+        "sigma",
+        "metrics",
+        "deqcert_version",
+    ):
+        if key in details:
+            value = details[key]
+            table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
+    stdout.print(table)
+
+
