@@ -141,3 +141,34 @@ def test_old_headers_with_null_roles_still_resume(tiny_checkpoint: Path, tmp_pat
     out.write_text(json.dumps(header) + "\n" + json.dumps({"type": "record", **record}) + "\n")
     writer = ResultsWriter(out, pipeline.header())
     assert writer.done == {0}
+
+
+def test_one_spec_shape_everywhere_and_the_nested_form_is_deprecated() -> None:
+    from deqcert.specs import DeqcertDeprecationWarning
+    from deqcert.train import TrainConfig
+
+    flat = TrainConfig.parse({"solver": {"name": "naive", "max_iter": 4}})
+    with pytest.warns(DeqcertDeprecationWarning, match="write the options next to the name"):
+        nested = TrainConfig.parse({"solver": {"name": "naive", "options": {"max_iter": 4}}})
+    assert flat == nested and flat.model_dump()["solver"] == {"name": "naive", "max_iter": 4}
+    with pytest.warns(DeqcertDeprecationWarning):  # certify configs read the old form too
+        config = CertifyConfig.model_validate(
+            {"solver": {"name": "naive", "options": {"max_iter": 2}}}
+        )
+    assert config.solver.model_dump() == {"name": "naive", "max_iter": 2}
+
+
+def test_the_cli_prints_a_deprecation_as_one_warning_line(
+    tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    config = tmp_path / "train.toml"
+    config.write_text('model = "mlpdeq"\nmodel_options = {hidden = 4}\nepochs = 1\n'
+                      'train_limit = 40\nbackward = "jfb"\n[eval]\nlimit = 10\n'
+                      '[solver]\nname = "anderson"\noptions = { max_iter = 5 }\n')
+    result = cli(["train", "--config", config, "--out", tmp_path / "m.safetensors", "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    warning = [line for line in result.stderr.splitlines() if "deprecated" in line]
+    assert warning == [
+        "deqcert: warning: the nested spec form {'name': 'anderson', 'options': {...}} is "
+        "deprecated; write the options next to the name: {'name': 'anderson', 'max_iter': 5}"
+    ]

@@ -7,6 +7,7 @@ The commands live in their own modules (:mod:`.run`, :mod:`.train`,
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -51,13 +52,15 @@ class OneLineErrors(TyperGroup):
         **extra: Any,
     ) -> Any:
         try:
-            rv = super().main(
-                args=args,
-                prog_name=prog_name or "deqcert",
-                complete_var=complete_var,
-                standalone_mode=False,
-                **extra,
-            )
+            with warnings.catch_warnings():
+                warnings.showwarning = _one_line_warning
+                rv = super().main(
+                    args=args,
+                    prog_name=prog_name or "deqcert",
+                    complete_var=complete_var,
+                    standalone_mode=False,
+                    **extra,
+                )
         except typer.TyperException as exc:  # click's usage errors
             if type(exc).__name__ == "NoArgsIsHelpError":
                 exc.show()  # type: ignore[attr-defined]
@@ -81,6 +84,12 @@ class OneLineErrors(TyperGroup):
         if not standalone_mode:
             return rv
         raise SystemExit(rv if isinstance(rv, int) else 0)
+
+
+def _one_line_warning(message: Any, category: type[Warning], *_: Any, **__: Any) -> None:
+    """Warnings as one line on stderr (``deqcert: warning: ...``), without the source line."""
+    text = " ".join(str(message).split())
+    sys.stderr.write(f"deqcert: warning: {text}\n")
 
 
 def _validation_message(exc: ValidationError) -> str:
