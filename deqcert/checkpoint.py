@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ._atomic import replacing
 from .errors import CheckpointError, DeqcertError
+from .memory import check_fits
 from .registry import create_model, list_models, models
+from .safetensors_header import TensorInfo, read_header
 
 FORMAT_VERSION = 1
 """Version of the metadata layout; bumped on incompatible changes."""
@@ -87,19 +89,17 @@ def save_checkpoint(
 
 def checkpoint_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The decoded metadata of a checkpoint (without loading its tensors)."""
-    path = _existing(path)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            raw = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
+    return _decode_metadata(_existing(path), read_header(_existing(path)).metadata)
+
+
+def _decode_metadata(path: Path, raw: dict[str, str]) -> dict[str, Any]:
     decoded: dict[str, Any] = {}
     for key, value in raw.items():
         try:
             decoded[key] = json.loads(value)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise CheckpointError(
-                f"{path}: metadata entry {key!r} is not JSON; not a deqcert checkpoint"
+                f"{path}: metadata entry {key[:40]!r} is not JSON; not a deqcert checkpoint"
             ) from None
     return decoded
 
@@ -143,11 +143,17 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def _load(path: Path, meta: dict[str, Any], device: str | torch.device) -> Any:
-    """The model ``meta`` describes, with the weights of ``path``, on ``device`` in eval mode."""
+    """The model ``meta`` describes, with the weights of ``path``, on ``device`` in eval mode.
+
+    Nothing of the model's size is allocated before the file's tensor index
+    has been checked against the model's state dict, built on the ``meta``
+    device from the metadata (names, shapes, dtypes), and the memory it needs
+    against what is available; the weights must be finite.
+    """
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: unsupported checkpoint format_version {version!r} "
+            f"{path}: unsupported checkpoint format_version {_short(version)} "
             f"(this deqcert reads version {FORMAT_VERSION})"
         )
     name, options = meta.get("model"), meta.get("model_options")
@@ -155,19 +161,32 @@ def _load(path: Path, meta: dict[str, Any], device: str | torch.device) -> Any:
         raise CheckpointError(f"{path}: metadata lacks 'model' and 'model_options'")
     if name not in list_models():
         raise CheckpointError(
-            f"{path}: unknown model {name!r}. Known models: {', '.join(list_models()) or 'none'}"
+            f"{path}: unknown model {name[:40]!r}. "
+            f"Known models: {', '.join(list_models()) or 'none'}"
         )
-    try:
-        model = create_model(name, **options)
-    except DeqcertError as exc:
-        raise CheckpointError(f"{path}: cannot rebuild model {name!r}: {exc}") from None
+    header = read_header(path)
+    with torch.device("meta"):
+        skeleton = _build(path, name, options)
+    _check_tensors(path, skeleton.state_dict(), header.tensors)
+    check_fits(2 * header.nbytes, f"checkpoint {path.name}", "is it the right file?")
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot read tensors: {exc}") from None
-    _check_tensors(path, model.state_dict(), tensors)
+    _check_finite(path, tensors)
+    model = _build(path, name, options)
     model.load_state_dict(tensors, strict=True)
     return model.to(device).eval()
+
+
+def _build(path: Path, name: str, options: dict[str, Any]) -> Any:
+    try:
+        return create_model(name, **options)
+    except DeqcertError as exc:
+        raise CheckpointError(f"{path}: cannot rebuild model {name!r}: {exc}") from None
+    except (RuntimeError, ValueError, TypeError, OverflowError, NotImplementedError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot rebuild model {name!r}: {first}") from None
 
 
 def default_checkpoint(sigma: float = 0.25) -> Path:
@@ -204,20 +223,48 @@ def _existing(path: str | os.PathLike[str]) -> Path:
 
 
 def _check_tensors(
-    path: Path, expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]
+    path: Path, expected: dict[str, torch.Tensor], found: dict[str, TensorInfo]
 ) -> None:
+    """The file's tensor index must match the model's state dict: names, shapes, kinds of dtype."""
     missing = sorted(set(expected) - set(found))
     extra = sorted(set(found) - set(expected))
     if missing or extra:
         parts = []
         if missing:
-            parts.append(f"missing tensors: {', '.join(missing)}")
+            parts.append(f"missing tensors: {_names(missing)}")
         if extra:
-            parts.append(f"unexpected tensors: {', '.join(extra)}")
+            parts.append(f"unexpected tensors: {_names(extra)}")
         raise CheckpointError(f"{path} does not match its model: " + "; ".join(parts))
     for key, tensor in expected.items():
-        if found[key].shape != tensor.shape:
+        info = found[key]
+        if info.shape != tuple(tensor.shape):
             raise CheckpointError(
-                f"{path}: tensor {key!r} has shape {tuple(found[key].shape)}, "
+                f"{path}: tensor {key!r} has shape {info.shape}, "
                 f"the model expects {tuple(tensor.shape)}"
             )
+        if info.floating != tensor.is_floating_point():
+            want = "floating-point" if tensor.is_floating_point() else str(tensor.dtype)
+            raise CheckpointError(
+                f"{path}: tensor {key!r} is stored as {info.dtype}, the model expects {want} "
+                "values; refusing to cast"
+            )
+
+
+def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(
+                f"{path}: tensor {key!r} holds {bad} NaN or infinite value(s); the weights "
+                "of a model to certify must be finite"
+            )
+
+
+def _short(value: Any, limit: int = 20) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _names(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
