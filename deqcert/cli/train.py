@@ -15,14 +15,15 @@ from .app import ConfigOpt, QuietOpt, SetOpt, app, stdout
 from .flags import Flag, flag_layer, parameters
 
 TRAIN_FLAGS: tuple[Flag, ...] = (
-    Flag("--model", "model", help="Model name (see 'deqcert list models')."),
-    Flag("--dataset", "dataset", help="Training dataset name."),
+    Flag("--model", "model"),
+    Flag("--dataset", "dataset"),
     Flag("--sigma", "sigma", float),
-    Flag("--epochs", "epochs", int, help="Training epochs."),
-    Flag("--device", "device", help="cpu | cuda | cuda:N."),
-    Flag("--seed", "seed", int, help="Seed."),
+    Flag("--epochs", "epochs", int),
+    Flag("--device", "device"),
+    Flag("--seed", "seed", int),
 )
-"""The flags of ``train`` that set config keys (help from :class:`~deqcert.train.TrainConfig`)."""
+"""The flags of ``train`` that set config keys; help is each field's description in
+:class:`~deqcert.train.TrainConfig`."""
 
 SOLVER_KEYS = {"solver": "solver", "backward_solver": "solver"}
 """Train config keys holding a solver spec (merged with the carry-over rule of the layers)."""
@@ -35,25 +36,34 @@ class TrainCommand:
         self.__name__ = "train"
         self.__doc__ = "Train a DEQ with Gaussian noise augmentation and save a checkpoint."
         self.__annotations__: dict[str, Any] = {}  # the flags are in __signature__
+
     @property
     def __signature__(self) -> inspect.Signature:
         from ..train import TrainConfig
 
         def keyword(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
-            return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                     annotation=annotation)
+            return inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+            )
 
-        return inspect.Signature([
-            keyword("config", ConfigOpt),
-            keyword("set_", SetOpt),
-            *parameters(TRAIN_FLAGS, TrainConfig),
-            keyword("out", OutOpt),
-            keyword("quiet", QuietOpt, False),
-        ])
+        return inspect.Signature(
+            [
+                keyword("config", ConfigOpt),
+                keyword("set_", SetOpt),
+                *parameters(TRAIN_FLAGS, TrainConfig),
+                keyword("out", OutOpt),
+                keyword("quiet", QuietOpt, False),
+            ]
+        )
 
     def __call__(
-        self, *, config: Path | None = None, set_: list[str] | None = None,
-        out: Path | None = None, quiet: bool = False, **values: Any,
+        self,
+        *,
+        config: Path | None = None,
+        set_: list[str] | None = None,
+        out: Path | None = None,
+        quiet: bool = False,
+        **values: Any,
     ) -> None:
         run_train(config, set_ or [], flag_layer(TRAIN_FLAGS, values), out, quiet)
 
@@ -95,5 +105,3 @@ def run_train(
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     stdout.print(table)
     typer.echo(f"checkpoint written to {result.checkpoint}")
-
-

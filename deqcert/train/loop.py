@@ -1,136 +1,25 @@
-"""Noise-augmented training of equilibrium models.
-
-Every training image gets fresh Gaussian noise at ``sigma`` (in pixel space,
-as in certification).  The forward pass solves for the fixed point without
-autograd; the backward pass is either the implicit gradient (adjoint fixed
-point solved with a registered solver) or the Jacobian-free one, optionally
-with a Jacobian penalty that keeps ``f`` contractive (see
-:mod:`deqcert.models.grad`).  Runs are seeded: the same config gives the same
-model.  At the end the model is evaluated on the test split, clean and under
-noise, with the reference solver.
-
-Command line: ``python -m deqcert.train CONFIG.toml [--out PATH] [--quiet]``.
-"""
+"""The training loop: noise-augmented steps, implicit or Jacobian-free backward, checkpoint."""
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .errors import OptionError
-from .models.base import DEFAULT_SOLVER
-from .models.grad import attach_implicit_backward, jacobian_penalty
-from .options import format_validation_error
-from .protocols import FixedPointSolver
-from .registry import create_dataset, create_model
-from .specs import ComponentSpec
-from .specs import build as build_component
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SolverSpec(ComponentSpec):
-    """A registered solver, options next to its name (``{"name": "anderson", "max_iter": 20}``).
-
-    The older nested form ``{"name": ..., "options": {...}}`` is still read, with a
-    deprecation warning.
-    """
-
-    name: str = Field("anderson", min_length=1)
-
-    def build(self) -> FixedPointSolver:
-        return build_component("solver", self)  # type: ignore[no-any-return]
-
-
-def reference_solver_spec() -> SolverSpec:
-    """The reference solve (Anderson, rel tol 1e-3, at most 30 steps, m=5)."""
-    return SolverSpec.model_validate(dict(DEFAULT_SOLVER))
-
-
-class EvalConfig(_Strict):
-    """Evaluation at the end of training, on the dataset's test split."""
-
-    solver: SolverSpec = Field(default_factory=reference_solver_spec)
-    batch_size: int = Field(500, ge=1)
-    limit: int | None = Field(None, ge=1, description="evaluate on the first N test images")
-    split: str = "test"
-
-
-class TrainConfig(_Strict):
-    """Everything that determines a training run (and so the checkpoint it produces)."""
-
-    model: str = "mdeq"
-    model_options: dict[str, Any] = Field(default_factory=dict)
-    dataset: str = "mnist-sample"
-    dataset_options: dict[str, Any] = Field(default_factory=dict)
-    sigma: float = Field(0.25, ge=0, description="std of the Gaussian noise added to inputs")
-    shift: int = Field(0, ge=0, description="random translation by up to N pixels (zero fill)")
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
-    weight_decay: float = Field(0.0, ge=0)
-    schedule: Literal["constant", "cosine"] = "cosine"
-    grad_clip: float | None = Field(5.0, gt=0, description="max gradient norm (None: off)")
-    backward: Literal["implicit", "jfb"] = "implicit"
-    backward_solver: SolverSpec = Field(
-        default_factory=lambda: SolverSpec.model_validate(
-            {"name": "anderson", "max_iter": 20, "tol": 1e-3, "stop_mode": "rel"}
-        ),
-        description="solver of the adjoint fixed point (implicit backward)",
-    )
-    unroll_steps: int = Field(1, ge=1, description="steps backpropagated through (jfb)")
-    jac_reg: float = Field(0.0, ge=0, description="weight of the Jacobian penalty")
-    solver: SolverSpec = Field(
-        default_factory=reference_solver_spec, description="forward solver during training"
-    )
-    seed: int = 0
-    num_threads: int | None = Field(None, ge=1)
-    device: str = "cpu"
-    max_steps: int | None = Field(None, ge=1, description="stop after N optimiser steps")
-    train_limit: int | None = Field(None, ge=1, description="train on the first N images")
-    eval: EvalConfig = Field(default_factory=lambda: EvalConfig.model_validate({}))
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> TrainConfig:
-        """Load a TOML config (see ``configs/``)."""
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
-
-        path = Path(path)
-        if not path.is_file():
-            raise OptionError(f"training config not found: {path}")
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise OptionError(f"{path}: invalid TOML: {exc}") from None
-        return cls.parse(data, owner=str(path))
-
-    @classmethod
-    def parse(cls, data: dict[str, Any], owner: str = "training config") -> TrainConfig:
-        """Validate a plain dict, raising :class:`OptionError` on mistakes."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise OptionError(format_validation_error(exc, owner, cls)) from None
+from ..models.grad import attach_implicit_backward, jacobian_penalty
+from ..protocols import FixedPointSolver
+from ..registry import create_dataset, create_model
+from .config import TrainConfig
+from .evaluate import evaluate
 
 
 @dataclass
@@ -179,7 +68,7 @@ def train(config: TrainConfig, *, out: Path | None = None, progress: bool = True
             metrics["final_train_loss"] = history[-1]["loss"]
     result = TrainResult(model=model, metrics=metrics, config=config, history=history)
     if out is not None:
-        from .checkpoint import save_checkpoint
+        from ..checkpoint import save_checkpoint
 
         result.checkpoint = save_checkpoint(
             model,
@@ -324,47 +213,6 @@ def random_shift(x: Tensor, shift: int, generator: torch.Generator) -> Tensor:
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-@torch.no_grad()
-def evaluate(
-    model: Any,
-    data: Dataset[tuple[Tensor, int]],
-    *,
-    sigma: float,
-    solver: FixedPointSolver | None = None,
-    batch_size: int = 500,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Clean and noisy (one draw per image) accuracy, convergence rate and solver steps.
-
-    ``noisy_*`` figures use one Gaussian draw at ``sigma`` per image from a
-    generator seeded with ``seed``; the solver defaults to the reference solve.
-    """
-    solver = solver if solver is not None else model.default_solver()
-    device = next(model.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(seed)
-    counts = {k: 0.0 for k in ("n", "clean", "noisy", "clean_conv", "noisy_conv", "steps")}
-    for x, y in DataLoader(data, batch_size=batch_size, shuffle=False):
-        x, y = x.to(device), y.to(device)
-        noisy = x + sigma * torch.randn(x.shape, generator=gen, device=device, dtype=x.dtype)
-        clean_logits, clean = model.solve(x, solver)
-        noisy_logits, result = model.solve(noisy, solver)
-        counts["n"] += y.shape[0]
-        counts["clean"] += float((clean_logits.argmax(1) == y).sum())
-        counts["noisy"] += float((noisy_logits.argmax(1) == y).sum())
-        counts["clean_conv"] += float(clean.converged.sum())
-        counts["noisy_conv"] += float(result.converged.sum())
-        counts["steps"] += float(result.steps.sum())
-    n = max(counts["n"], 1.0)
-    return {
-        "clean_accuracy": counts["clean"] / n,
-        "noisy_accuracy": counts["noisy"] / n,
-        "clean_convergence_rate": counts["clean_conv"] / n,
-        "noisy_convergence_rate": counts["noisy_conv"] / n,
-        "noisy_mean_solver_steps": counts["steps"] / n,
-        "eval_images": counts["n"],
-    }
-
-
 def _model_options(config: TrainConfig, dataset: Any) -> dict[str, Any]:
     """Model options, with input geometry and class count taken from the dataset."""
     options = dict(config.model_options)
@@ -416,22 +264,3 @@ def _progress_bar(enabled: bool) -> Iterator[Any]:
         TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=False
     ) as bar:
         yield bar
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m deqcert.train CONFIG.toml --out model.safetensors``."""
-    parser = argparse.ArgumentParser(prog="python -m deqcert.train", description=__doc__)
-    parser.add_argument("config", type=Path, help="TOML training config")
-    parser.add_argument("--out", type=Path, help="where to write the checkpoint")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    result = train(TrainConfig.from_file(args.config), out=args.out, progress=not args.quiet)
-    for key, value in result.metrics.items():
-        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-    if result.checkpoint is not None:
-        print(f"checkpoint: {result.checkpoint}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,7 @@
+"""``python -m deqcert.train CONFIG.toml``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
