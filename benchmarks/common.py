@@ -8,7 +8,7 @@ import hashlib
 import multiprocessing
 import os
 import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,32 @@ RADIUS_STEPS = len(default_radii(1.0))
 def certify_one(certifier: Any, model: Any, dataset: Any, index: int, seed: int) -> Record:
     """The record of input ``index`` (its noise drawn from ``noise_seed(seed, index)``)."""
     return next(iter(certify_dataset(certifier, model, dataset, [index], seed=seed)))
+
+
+def certify_interleaved(
+    certifiers: Mapping[str, Any],
+    model: Any,
+    dataset: Any,
+    indices: Sequence[int],
+    seed: int,
+    limits: Mapping[str, int] | None = None,
+    progress: Callable[[int, int, dict[str, list[Record]]], None] | None = None,
+) -> dict[str, list[Record]]:
+    """Certify ``indices`` one by one, every certifier in turn on each (order rotated by index).
+
+    Interleaving makes a change in machine load hit every certifier alike.  A certifier
+    runs on input ``i`` only while ``i < limits[name]`` (when given); ``progress(done, i,
+    records)`` is called after each input.
+    """
+    records: dict[str, list[Record]] = {name: [] for name in certifiers}
+    for done, i in enumerate(indices, 1):
+        todo = [name for name in certifiers if limits is None or i < limits[name]]
+        shift = i % len(todo)
+        for name in todo[shift:] + todo[:shift]:
+            records[name].append(certify_one(certifiers[name], model, dataset, i, seed))
+        if progress is not None:
+            progress(done, i, records)
+    return records
 
 
 def candidate(record: Record) -> int:

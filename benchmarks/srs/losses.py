@@ -99,8 +99,6 @@ def time_split_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
         if not rs or not nfe_split(rs[0]):
             continue
         total = sum(r["nfe"] for r in rs)
-        parts = {
-            name: sum(nfe_split(r).get(name, 0) for r in rs) / total for name in SOLVE_KINDS
-        }
+        parts = {name: sum(nfe_split(r).get(name, 0) for r in rs) / total for name in SOLVE_KINDS}
         rows.append([label_of(key), *(pct(parts[p]) for p in parts), f"{total / len(rs):,.0f}"])
     return markdown_table(hdr, rows)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from common import (
     Record,
-    certify_one,
+    certify_interleaved,
     checkpoint_id,
     in_processes,
     mean_seconds,
@@ -41,16 +41,12 @@ def run(
         if m.spec.name == "serialized":
             changes["reference_samples"] = min(n, m.spec.options["reference_samples"])
         m.certifier(**changes).certify(model, warm_x, generator=torch.Generator().manual_seed(0))
-    records: dict[str, list[Record]] = {m.key: [] for m in plan}
     start = time.perf_counter()
     inputs = max(m.inputs for m in plan)
     mine = list(range(worker, inputs, workers))
     tag = f"[sigma {cfg.sigma}" + (f", worker {worker + 1}/{workers}]" if workers > 1 else "]")
-    for done, i in enumerate(mine, 1):
-        todo = [m for m in plan if i < m.inputs]
-        shift = i % len(todo)
-        for m in todo[shift:] + todo[:shift]:
-            records[m.key].append(certify_one(certifiers[m.key], model, dataset, i, cfg.seed))
+
+    def progress(done: int, i: int, records: dict[str, list[Record]]) -> None:
         elapsed = time.perf_counter() - start
         rest = mine[done:]
         left = sum(
@@ -62,7 +58,9 @@ def run(
             file=sys.stderr,
             flush=True,
         )
-    return records
+
+    limits = {m.key: m.inputs for m in plan}
+    return certify_interleaved(certifiers, model, dataset, mine, cfg.seed, limits, progress)
 
 
 def worker(job: tuple[Config, bool, Path | None, int]) -> dict[str, list[Record]]:

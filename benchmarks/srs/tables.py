@@ -70,17 +70,17 @@ def vanilla_cap(cfg: Config) -> float:
     return gaussian(cfg.sigma).radius(clopper_pearson_lower(cfg.n, cfg.n, cfg.alpha))
 
 
+def _same(r: Record, b: Record, counts: tuple[str, ...] = ()) -> bool:
+    """Whether two certificates agree on class, radius and the ``counts`` named."""
+    return (r["prediction"], r["radius"], *(r["counts"][k] for k in counts)) == (
+        b["prediction"],
+        b["radius"],
+        *(b["counts"][k] for k in counts),
+    )
+
+
 def identical_one_step(rec: dict[str, list[Record]]) -> list[str]:
     """Consistency: 1N / 1B against 1A, and vanilla 30A with and without compaction."""
-
-    def same_serialized(r: Record, b: Record) -> bool:
-        keys = ("C_m", "d")
-        return (r["prediction"], r["radius"], *(r["counts"][k] for k in keys)) == (
-            b["prediction"],
-            b["radius"],
-            *(b["counts"][k] for k in keys),
-        )
-
     lines = []
     for start in ("warmup", "anchor", "carry"):
         base = {r["index"]: r for r in rec.get(f"srs-1A-{start}", [])}
@@ -88,15 +88,12 @@ def identical_one_step(rec: dict[str, list[Record]]) -> list[str]:
             rs = rec.get(other)
             if not rs or not base:
                 continue
-            same = sum(same_serialized(r, base[r["index"]]) for r in rs)
+            same = sum(_same(r, base[r["index"]], ("C_m", "d")) for r in rs)
             lines.append(f"{label_of(other)}: {same}/{len(rs)} certificates identical to 1A")
     ref = {r["index"]: r for r in rec.get(REFERENCE, [])}
     plain = rec.get("vanilla-30A-nocompact", [])
     if plain and ref:
-        same = sum(
-            (r["prediction"], r["radius"]) == (ref[r["index"]]["prediction"], ref[r["index"]]["radius"])
-            for r in plain
-        )
+        same = sum(_same(r, ref[r["index"]]) for r in plain)
         lines.append(
             f"{label_of('vanilla-30A-nocompact')}: {same}/{len(plain)} certificates "
             "(class and radius) identical to vanilla 30A with compaction"
