@@ -42,6 +42,8 @@ class Config:
     allocator: bool = True
     quick: bool = False
     checkpoint: str = ""
+    machine: str = ""
+    """The software and hardware of the run (``""`` in records written before it was kept)."""
 
 
 QUICK = {"n": 2000, "inputs": 6, "matrix_inputs": 3, "ablation_inputs": 3, "baseline_inputs": 3}

@@ -22,7 +22,7 @@ def describe_run(cfg: Config, minutes: float | None) -> str:
         f"model: {cfg.checkpoint}",
         f"reference solver: Anderson m=5, 30 steps, tol 1e-3 (rel), from zeros, "
         f"compaction {'on' if cfg.compact else 'off'}; allocator tuned: {cfg.allocator}",
-        f"{cfg.workers} worker process(es), each with: {machine(cfg.threads)}",
+        f"{cfg.workers} worker process(es), each with: {cfg.machine or machine(cfg.threads)}",
     ]
     if minutes is not None:
         parts.append(f"wall time of the whole run: {minutes:.1f} min")

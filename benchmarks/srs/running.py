@@ -13,6 +13,7 @@ from common import (
     certify_interleaved,
     checkpoint_id,
     in_processes,
+    machine,
     mean_seconds,
     merge_records,
     tune_allocator,
@@ -77,6 +78,7 @@ def worker(job: tuple[Config, bool, Path | None, int]) -> dict[str, list[Record]
 def run_parallel(cfg: Config, untrained: bool, path: Path | None) -> dict[str, list[Record]]:
     """Split the inputs over ``cfg.workers`` processes (spawned) and merge their records."""
     cfg.checkpoint = model_label(cfg, untrained, path)
+    cfg.machine = machine(cfg.threads)
     jobs = [(cfg, untrained, path, w) for w in range(cfg.workers)]
     return merge_records(in_processes(worker, jobs))
 
