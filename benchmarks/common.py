@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import multiprocessing
 import os
@@ -241,6 +242,7 @@ def serialized_radius(
     return gaussian(sigma).radius(serialized_bound(bound, counts, n, alpha).p_lower)
 
 
+@functools.lru_cache(maxsize=256)
 def sound_cap(sigma: float, n: int, k: int, alpha: float, n0: int) -> float:
     """The largest radius the ``sound`` serialized bound can give: every vote ``A``, ``d = 0``."""
     return serialized_radius(sigma, "sound", all_votes_counts(n, k, n0), n, alpha)
