@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 
-from deqcert import create_noise
+from deqcert import create_model, create_noise, load_checkpoint
 from deqcert.certify.bounds import serialized_bound
 from deqcert.certify.dataset import certify_dataset
+from deqcert.checkpoint import default_checkpoint
 from deqcert.report import RunStats, default_radii, summarize
 from deqcert.results import ResultsFile
 
@@ -162,6 +163,14 @@ def reference_solver(compact: bool = True) -> dict[str, Any]:
 def scaled_k(k: int, n: int) -> int:
     """``K`` for a run with ``n`` samples: ``k`` as given at ``n = 10,000``, scaled with ``n``."""
     return max(1, min(n, round(k * n / 10_000)))
+
+
+def load_model(sigma: float, untrained: bool = False, path: Path | None = None) -> Any:
+    """The model to certify: the checkpoint given, the bundled one for ``sigma``, or untrained."""
+    if untrained:
+        torch.manual_seed(0)
+        return create_model("mdeq", preset="small").eval()
+    return load_checkpoint(path or default_checkpoint(sigma))
 
 
 def checkpoint_id(path: Path) -> str:

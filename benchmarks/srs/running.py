@@ -13,13 +13,14 @@ from common import (
     certify_interleaved,
     checkpoint_id,
     in_processes,
+    load_model,
     machine,
     mean_seconds,
     merge_records,
     tune_allocator,
 )
 
-from deqcert import create_dataset, create_model, load_checkpoint
+from deqcert import create_dataset
 from deqcert.checkpoint import default_checkpoint
 
 from .config import Config
@@ -70,7 +71,7 @@ def worker(job: tuple[Config, bool, Path | None, int]) -> dict[str, list[Record]
     torch.set_num_threads(cfg.threads)
     if cfg.allocator:
         tune_allocator()
-    model = load_model(cfg, untrained, path)
+    model = load_model(cfg.sigma, untrained, path)
     dataset = create_dataset("mnist-sample", split="test")
     return run(cfg, model, dataset, methods(cfg), index, cfg.workers)
 
@@ -83,16 +84,10 @@ def run_parallel(cfg: Config, untrained: bool, path: Path | None) -> dict[str, l
     return merge_records(in_processes(worker, jobs))
 
 
-def load_model(cfg: Config, untrained: bool, path: Path | None) -> Any:
-    """The model to certify: the checkpoint given, the bundled one for sigma, or untrained."""
-    if untrained:
-        torch.manual_seed(0)
-        return create_model("mdeq", preset="small").eval()
-    return load_checkpoint(path or default_checkpoint(cfg.sigma))
-
-
 def model_label(cfg: Config, untrained: bool, path: Path | None) -> str:
     """Which model :func:`load_model` loads (file name and SHA-256 prefix), for the tables."""
-    if untrained:
-        return "untrained mdeq (small), torch seed 0"
-    return checkpoint_id(path or default_checkpoint(cfg.sigma))
+    return (
+        "untrained mdeq (small), torch seed 0"
+        if untrained
+        else checkpoint_id(path or default_checkpoint(cfg.sigma))
+    )
