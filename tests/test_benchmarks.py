@@ -92,13 +92,14 @@ def test_quick_run_writes_every_table_and_renders_them_again(bench: Any, tmp_pat
     args = ["--quick", *small, "--out", str(out), "--plot", str(tmp_path / "p.png")]
     bench.cli.main(args)
     text = out.read_text(encoding="utf-8")
-    for title in ("Headline", "Full matrix", "Reference subset size K", "loses certified", "NFE"):
+    for title in ("Headline", "Full matrix", "Reference subset size K", "Where sound", "Share of"):
         assert f"#### {title}" in text
     for label in ("vanilla 30A (h_ref)", "SRS 1A warmup, sound", "SRS 1A anchor, sound"):
         assert f"| {label} |" in text
     for label in ("vanilla 1A", "vanilla 5A", "SRS 3A anchor", "SRS 1B anchor", "K=20"):
         assert label in text
     assert "paper bound (NOT sound)" in text and "repro bound (NOT sound)" in text
+    assert (tmp_path / "p.png").stat().st_size > 0
     records = tmp_path / "run-sigma0.25.jsonl"
     assert json.loads(records.read_text().splitlines()[1])["certificate"]["n"] == 200
     out.rename(tmp_path / "first.md")
