@@ -4,6 +4,11 @@
 moved onto the library API (records in the old flat format, tables written by that run);
 only the head of each records file gained the run's ``machine`` line, which the old script
 printed from the machine rendering rather than keeping.
+
+The caps and loss causes are recomputed from counts by ``serialized_bound``, so a change of
+the ``sound`` bound changes them: re-pin with ``python benchmarks/srs_vs_vanilla.py --quick
+--render --out tests/data/bench-srs-quick.md --plot /tmp/bench-srs-quick.png`` and check the
+diff touches only those columns.
 """
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ class Method:
     spec: ComponentSpec
     inputs: int
     group: str
-    note: str = ""
 
     def certifier(self, **changes: Any) -> Any:
         """The certifier, with ``changes`` to its options (e.g. a smaller ``n`` to warm up)."""
