@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import multiprocessing
 import os
 import platform
-import statistics
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from deqcert import create_model, create_noise, load_checkpoint
+from deqcert.certify.bounds import serialized_bound
+from deqcert.certify.dataset import certify_dataset
+from deqcert.checkpoint import default_checkpoint
+from deqcert.report import RunStats, default_radii, summarize
+from deqcert.results import ResultsFile
 
 MMAP_THRESHOLD = 32 * 1024 * 1024
 """glibc's largest accepted ``M_MMAP_THRESHOLD`` on 64-bit (``HEAP_MAX_SIZE / 2``)."""
@@ -70,44 +76,83 @@ def pct(value: float) -> str:
 
 
 # -- certificates and their tables (shared by srs_vs_vanilla.py and verified.py) ---------------
+#
+# A record is what :func:`deqcert.certify.dataset.certify_dataset` yields for one input; the
+# statistics come from :func:`deqcert.report.summarize`, the bounds from
+# :func:`deqcert.certify.bounds.serialized_bound` and the radius from the noise sampler.
 
-RADIUS_STEPS = 9
+Record = dict[str, Any]
+"""One record of :func:`deqcert.certify.dataset.certify_dataset`."""
+
+RADIUS_STEPS = len(default_radii(1.0))
 """Table columns: certified accuracy at radii 0, sigma/4, ..., 2 sigma."""
 
 
-@dataclass
-class Record:
-    """What the tables need from one certificate."""
-
-    index: int
-    label: int
-    prediction: int
-    radius: float
-    correct: bool
-    p_lower: float
-    nfe: int
-    seconds: float
-    candidate: int = -1
-    counts: dict[str, Any] = field(default_factory=dict)
-    nfe_split: dict[str, int] = field(default_factory=dict)
+def certify_one(certifier: Any, model: Any, dataset: Any, index: int, seed: int) -> Record:
+    """The record of input ``index`` (its noise drawn from ``noise_seed(seed, index)``)."""
+    return next(iter(certify_dataset(certifier, model, dataset, [index], seed=seed)))
 
 
-def to_record(raw: dict[str, Any]) -> Record:
-    """A :class:`Record` from one record of :func:`deqcert.certify.dataset.certify_dataset`."""
-    extra = raw["certificate"].get("extra", {})
-    return Record(
-        index=raw["index"],
-        label=raw["label"],
-        prediction=raw["prediction"],
-        radius=raw["radius"],
-        correct=bool(raw["correct"]),
-        p_lower=raw["p_lower"],
-        nfe=raw["nfe"],
-        seconds=raw["seconds"],
-        candidate=int(extra.get("candidate", raw["prediction"])),
-        counts=dict(raw["counts"]),
-        nfe_split=dict(extra.get("nfe", {})),
-    )
+def certify_interleaved(
+    certifiers: Mapping[str, Any],
+    model: Any,
+    dataset: Any,
+    indices: Sequence[int],
+    seed: int,
+    limits: Mapping[str, int] | None = None,
+    progress: Callable[[int, int, dict[str, list[Record]]], None] | None = None,
+) -> dict[str, list[Record]]:
+    """Certify ``indices`` one by one, every certifier in turn on each (order rotated by index).
+
+    Interleaving makes a change in machine load hit every certifier alike.  A certifier
+    runs on input ``i`` only while ``i < limits[name]`` (when given); ``progress(done, i,
+    records)`` is called after each input.
+    """
+    records: dict[str, list[Record]] = {name: [] for name in certifiers}
+    for done, i in enumerate(indices, 1):
+        todo = [name for name in certifiers if limits is None or i < limits[name]]
+        shift = i % len(todo)
+        for name in todo[shift:] + todo[:shift]:
+            records[name].append(certify_one(certifiers[name], model, dataset, i, seed))
+        if progress is not None:
+            progress(done, i, records)
+    return records
+
+
+def candidate(record: Record) -> int:
+    """The class the certifier selected (a serialized certificate's candidate, else its class)."""
+    extra = record.get("certificate", {}).get("extra", {})
+    return int(extra.get("candidate", record["prediction"]))
+
+
+def nfe_split(record: Record) -> dict[str, int]:
+    """A serialized certificate's NFE per solve kind (chains, warmup, anchor, reference)."""
+    return dict(record.get("certificate", {}).get("extra", {}).get("nfe", {}))
+
+
+def stats(records: Sequence[Record], radii: Sequence[float] = ()) -> RunStats:
+    """:func:`deqcert.report.summarize` of in-memory records, at ``radii``."""
+    results = ResultsFile(Path("records"), "jsonl", {"config": {"mode": "certify"}}, list(records))
+    return summarize(results, radii)
+
+
+def certified_accuracy(records: Sequence[Record], radius: float) -> float:
+    """Share of inputs certified with the correct class at radius at least ``radius``."""
+    return stats(records, [radius]).certified[radius]
+
+
+def acr(records: Sequence[Record]) -> float:
+    """Average certified radius: the radius of correct certificates, 0 otherwise."""
+    return stats(records).acr or 0.0
+
+
+def mean_seconds(records: Sequence[Record]) -> float:
+    return stats(records).mean_seconds or 0.0
+
+
+def gaussian(sigma: float) -> Any:
+    """The benchmarks' noise: isotropic Gaussian of standard deviation ``sigma``."""
+    return create_noise("gaussian", sigma=sigma)
 
 
 def reference_solver(compact: bool = True) -> dict[str, Any]:
@@ -120,6 +165,14 @@ def scaled_k(k: int, n: int) -> int:
     return max(1, min(n, round(k * n / 10_000)))
 
 
+def load_model(sigma: float, untrained: bool = False, path: Path | None = None) -> Any:
+    """The model to certify: the checkpoint given, the bundled one for ``sigma``, or untrained."""
+    if untrained:
+        torch.manual_seed(0)
+        return create_model("mdeq", preset="small").eval()
+    return load_checkpoint(path or default_checkpoint(sigma))
+
+
 def checkpoint_id(path: Path) -> str:
     """A checkpoint's file name and SHA-256 prefix."""
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
@@ -127,7 +180,8 @@ def checkpoint_id(path: Path) -> str:
 
 
 def radii(sigma: float) -> list[float]:
-    return [sigma * i / 4 for i in range(RADIUS_STEPS)]
+    """0 to ``2 sigma`` in steps of ``sigma / 4`` (:func:`deqcert.report.default_radii`)."""
+    return default_radii(sigma)
 
 
 def radius_names() -> list[str]:
@@ -143,26 +197,12 @@ def radius_names() -> list[str]:
     return names
 
 
-def certified_accuracy(records: Sequence[Record], radius: float) -> float:
-    """Share of inputs certified with the correct class at radius at least ``radius``."""
-    return statistics.fmean(r.correct and r.radius >= radius for r in records)
-
-
-def acr(records: Sequence[Record]) -> float:
-    """Average certified radius: the radius of correct certificates, 0 otherwise."""
-    return statistics.fmean(r.radius if r.correct else 0.0 for r in records)
-
-
-def mean_seconds(records: Sequence[Record]) -> float:
-    return statistics.fmean(r.seconds for r in records) if records else 0.0
-
-
 def speedup(records: Sequence[Record], reference: Sequence[Record]) -> tuple[float, float]:
     """(wall, NFE) ratios of the reference over ``records`` on the same inputs."""
-    ref = {r.index: r for r in reference}
-    same = [r for r in records if r.index in ref]
-    wall = sum(ref[r.index].seconds for r in same) / sum(r.seconds for r in same)
-    nfe = sum(ref[r.index].nfe for r in same) / sum(r.nfe for r in same)
+    ref = {r["index"]: r for r in reference}
+    same = [r for r in records if r["index"] in ref]
+    wall = sum(ref[r["index"]]["seconds"] for r in same) / sum(r["seconds"] for r in same)
+    nfe = sum(ref[r["index"]]["nfe"] for r in same) / sum(r["nfe"] for r in same)
     return wall, nfe
 
 
@@ -185,32 +225,36 @@ def result_row(
 ) -> list[str]:
     """Certified accuracy at each radius, ACR, cost per input and speedups over ``reference``."""
     wall, nfe = speedup(records, reference)
+    at = radii(sigma)
+    run = stats(records, at)
     return [
         label,
-        str(len(records)),
-        *(pct(certified_accuracy(records, r)) for r in radii(sigma)),
-        f"{acr(records) / sigma:.3f}",
-        f"{mean_seconds(records):.2f}",
-        f"{statistics.fmean(r.nfe for r in records):,.0f}",
+        str(run.inputs),
+        *(pct(run.certified[r]) for r in at),
+        f"{(run.acr or 0.0) / sigma:.3f}",
+        f"{run.mean_seconds or 0.0:.2f}",
+        f"{run.mean_nfe or 0.0:,.0f}",
         f"{wall:.1f}x",
         f"{nfe:.1f}x",
     ]
 
 
-def phi_inv(p: float) -> float:
-    """The standard normal quantile."""
-    from scipy.stats import norm
-
-    return float(norm.ppf(p))
+def all_votes_counts(n: int, k: int, n0: int) -> dict[str, int]:
+    """Serialized counts when every vote is ``A`` and no reference sample mismatches."""
+    return {"C_m": n, "d": 0, "K": k, "N1": k, "N2": k, "reference_A": k, "selection_A": n0}
 
 
-def sound_cap(sigma: float, n: int, k: int, alpha: float) -> float:
-    """The largest radius the ``sound`` serialized bound can give: ``d = 0``, ``C_m = n``."""
-    from deqcert.certify import bounds
+def serialized_radius(
+    sigma: float, bound: str, counts: dict[str, int], n: int, alpha: float
+) -> float:
+    """The radius the serialized ``bound`` gives on ``counts`` (0 when it abstains)."""
+    return gaussian(sigma).radius(serialized_bound(bound, counts, n, alpha).p_lower)
 
-    a = alpha / 2
-    p = bounds.sound_serialized_lower(n, 0, n, k, a, a).p_lower
-    return sigma * phi_inv(p) if p > 0.5 else 0.0
+
+@functools.lru_cache(maxsize=256)
+def sound_cap(sigma: float, n: int, k: int, alpha: float, n0: int) -> float:
+    """The largest radius the ``sound`` serialized bound can give: every vote ``A``, ``d = 0``."""
+    return serialized_radius(sigma, "sound", all_votes_counts(n, k, n0), n, alpha)
 
 
 # -- splitting the inputs over processes -------------------------------------------------------
@@ -234,7 +278,7 @@ def merge_records(parts: Sequence[dict[str, list[Record]]]) -> dict[str, list[Re
         for key, records in part.items():
             merged.setdefault(key, []).extend(records)
     for records in merged.values():
-        records.sort(key=lambda r: r.index)
+        records.sort(key=lambda r: r["index"])
     return merged
 
 

@@ -31,12 +31,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from deqcert import create_certifier, create_dataset, create_model, create_noise, create_solver
-from deqcert.certify.dataset import noise_seed
-from deqcert.checkpoint import default_checkpoint, load_checkpoint
+from deqcert import create_certifier, create_dataset, create_noise, create_solver
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table, tune_allocator  # noqa: E402
+from common import certify_one, load_model, machine, markdown_table, tune_allocator  # noqa: E402
 
 
 class Clock:
@@ -155,16 +153,14 @@ def profile(args: argparse.Namespace, model: Any, dataset: Any) -> None:
     total = 0.0
     nfe = 0
     for i in range(args.inputs):
-        x = dataset[i][0]
-        gen = torch.Generator().manual_seed(noise_seed(0, i))
         if profiler:
             profiler.enable()
         start = time.perf_counter()
-        cert = certifier.certify(timed_model, x, generator=gen)
+        record = certify_one(certifier, timed_model, dataset, i, seed=0)
         total += time.perf_counter() - start
         if profiler:
             profiler.disable()
-        nfe += cert.nfe
+        nfe += record["nfe"]
     rows = breakdown(clock, total)
     per = args.inputs
     table = markdown_table(
@@ -209,11 +205,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if not args.no_allocator:
         tune_allocator()
-    if args.untrained:
-        torch.manual_seed(0)
-        model = create_model("mdeq", preset="small").eval()
-    else:
-        model = load_checkpoint(args.checkpoint or default_checkpoint(args.sigma))
+    model = load_model(args.sigma, args.untrained, args.checkpoint)
     profile(args, model, create_dataset("mnist-sample", split="test"))
 
 

@@ -38,12 +38,12 @@ from typing import Any
 import torch
 
 from deqcert import create_certifier, create_dataset, load_checkpoint
-from deqcert.certify.dataset import certify_dataset
 from deqcert.checkpoint import checkpoint_metadata
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     Record,
+    certify_interleaved,
     checkpoint_id,
     default_workers,
     in_processes,
@@ -55,7 +55,6 @@ from common import (  # noqa: E402
     result_row,
     scaled_k,
     sound_cap,
-    to_record,
     tune_allocator,
 )
 
@@ -106,19 +105,17 @@ def run(
     warm = dict(vars(args), n=min(args.n, 2 * args.batch))
     for c in certifiers(argparse.Namespace(**warm), sigma).values():
         c.certify(model, data[len(data) - 1][0], generator=torch.Generator().manual_seed(0))
-    records: dict[str, list[Record]] = {name: [] for name in runs}
-    names = list(runs)
-    for i in range(worker, args.images, workers):
-        shift = i % len(names)
-        for name in names[shift:] + names[:shift]:
-            raw = next(iter(certify_dataset(runs[name], model, data, [i], seed=args.seed)))
-            records[name].append(to_record(raw))
+
+    def progress(done: int, i: int, records: dict[str, list[Record]]) -> None:
         cells = [
-            f"{name} {rs[-1].prediction:>2d} r={rs[-1].radius:.3f} {rs[-1].seconds:5.1f}s"
+            f"{name} {rs[-1]['prediction']:>2d} r={rs[-1]['radius']:.3f} {rs[-1]['seconds']:5.1f}s"
             for name, rs in records.items()
         ]
-        print(f"image {i:3d} label {records[names[0]][-1].label}: " + "  ".join(cells), flush=True)
-    return records
+        label = records[next(iter(runs))][-1]["label"]
+        print(f"image {i:3d} label {label}: " + "  ".join(cells), flush=True)
+
+    indices = list(range(worker, args.images, workers))
+    return certify_interleaved(runs, model, data, indices, args.seed, progress=progress)
 
 
 def accuracy(path: Path) -> str:
@@ -134,13 +131,14 @@ def accuracy(path: Path) -> str:
 def notes(args: argparse.Namespace, rec: dict[str, list[Record]], sigma: float) -> list[str]:
     van, ver = rec["vanilla"], rec["verified"]
     pairs = list(zip(van, ver, strict=True))
-    same = sum(a.prediction == b.prediction and a.radius == b.radius for a, b in pairs)
-    gap = max(abs(a.radius - b.radius) for a, b in pairs)
-    votes = sum(a.counts["n_A"] == b.counts["n_A"] for a, b in pairs)
+    same = sum(a["prediction"] == b["prediction"] and a["radius"] == b["radius"] for a, b in pairs)
+    gap = max(abs(a["radius"] - b["radius"]) for a, b in pairs)
+    votes = sum(a["counts"]["n_A"] == b["counts"]["n_A"] for a, b in pairs)
     samples = len(ver) * (args.n0 + args.n)
-    extra = sum(r.counts["extra_steps"] + r.counts["selection_extra_steps"] for r in ver)
-    undecided = sum(r.counts["undecided"] + r.counts["selection_undecided"] for r in ver)
-    cap = sound_cap(sigma, args.n, scaled_k(K_AT_10K, args.n), args.alpha)
+    count = {k: sum(r["counts"][k] for r in ver) for k in ver[0]["counts"]}
+    extra = count["extra_steps"] + count["selection_extra_steps"]
+    undecided = count["undecided"] + count["selection_undecided"]
+    cap = sound_cap(sigma, args.n, scaled_k(K_AT_10K, args.n), args.alpha, args.n0)
     lines = [
         f"verified against vanilla 30A: identical class and radius on {same} of {len(pairs)} "
         f"images (largest radius difference {gap:.4f}, i.e. {gap / sigma:.4f}σ); "

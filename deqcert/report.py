@@ -127,6 +127,60 @@ def summarize(results: ResultsFile, radii: Sequence[float], label: str | None = 
     )
 
 
+def with_bound(
+    record: Mapping[str, Any],
+    bound: str,
+    noise: Any,
+    *,
+    n: int,
+    alpha: float,
+    alpha_split: float = 0.5,
+) -> dict[str, Any]:
+    """A serialized certificate record as the named ``bound`` certifies it from the same counts.
+
+    The bound does not change the sampling, so the record's ``counts`` (``C_m``,
+    ``d``, ``K``, ``N1``, ``N2``, ...) and its candidate class
+    (``certificate.extra.candidate``) give every bound of
+    :func:`~deqcert.certify.bounds.serialized_bound`; ``noise`` (the
+    :class:`~deqcert.protocols.NoiseSampler` of the run) turns ``p_lower`` into
+    the radius, with the certifiers' abstain rule.  ``n``, ``alpha`` and
+    ``alpha_split`` must be the run's.  Returns a new record: ``prediction``,
+    ``radius``, ``correct``, ``p_lower``, ``bound`` and ``sound`` replaced, the
+    rest (counts, cost, certificate) kept.
+
+    Raises:
+        ResultsError: the record holds no serialized certificate (no candidate class).
+        OptionError: an unknown bound name.
+    """
+    from .certify._sampling import decide
+    from .certify.bounds import serialized_bound
+
+    extra = (record.get("certificate") or {}).get("extra") or {}
+    if "candidate" not in extra:
+        raise ResultsError(
+            f"record {record.get('index')}: no candidate class in its certificate; "
+            "with_bound needs a serialized certificate record"
+        )
+    try:
+        named = serialized_bound(bound, dict(record["counts"]), n, alpha, alpha_split)
+    except KeyError as exc:
+        raise ResultsError(
+            f"record {record.get('index')}: its counts lack {exc}, needed by the {bound!r} bound"
+        ) from None
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
+    prediction, radius = decide(int(extra["candidate"]), named.p_lower, noise)
+    return {
+        **record,
+        "prediction": prediction,
+        "radius": radius,
+        "correct": prediction != ABSTAIN and prediction == record["label"],
+        "p_lower": named.p_lower,
+        "bound": bound,
+        "sound": bound == "sound",
+    }
+
+
 def default_radii(sigma: float | None) -> list[float]:
     """0 to ``2 sigma`` in steps of ``sigma / 4`` (0 to 1 in steps of 0.125 without a sigma)."""
     step = (sigma if sigma else 0.5) / 4

@@ -106,3 +106,64 @@ def test_paper_bound_is_marked_not_proven_sound(tmp_path: Path) -> None:
     path.write_text(data)
     run = build_report([path]).runs[0]
     assert run.mark == "not proven sound" and run.title == "p.jsonl (not proven sound)"
+
+
+# -- with_bound: another serialized bound from a certificate's counts ------------------------
+
+
+def _serialized_record(bound: str, p_a: float = 0.8) -> dict[str, Any]:
+    from _helpers import NOISE, SIGMA, make_certifier
+
+    from deqcert.certify.dataset import certify_dataset
+    from deqcert.testing.oracles import LinearOracle
+
+    model, x = LinearOracle.with_p_a(p_a, SIGMA)
+    certifier = make_certifier(
+        "serialized", solver=1, warmup_solver=4, reference_solver=5, reference_samples=20,
+        n0=7, n=60, batch_size=10, bound=bound, noise=NOISE,
+    )
+    return next(iter(certify_dataset(certifier, model, [(x, 1)], [0], seed=3)))
+
+
+@pytest.mark.parametrize("bound", ["paper", "repro"])
+def test_with_bound_matches_certifying_with_that_bound(bound: str) -> None:
+    from _helpers import SIGMA
+
+    from deqcert import create_noise
+    from deqcert.report import with_bound
+
+    sound = _serialized_record("sound")
+    direct = _serialized_record(bound)  # same seed: same sampling, same counts
+    assert sound["counts"]["C_m"] == direct["counts"]["C_m"]
+    again = with_bound(sound, bound, create_noise("gaussian", sigma=SIGMA), n=60, alpha=0.1)
+    for key in ("prediction", "radius", "correct", "p_lower", "bound", "sound"):
+        assert again[key] == direct[key], key
+    assert again["counts"] == sound["counts"] and again["nfe"] == sound["nfe"]
+    back = with_bound(again, "sound", create_noise("gaussian", sigma=SIGMA), n=60, alpha=0.1)
+    assert (back["prediction"], back["radius"], back["sound"]) == (
+        sound["prediction"], sound["radius"], True,
+    )
+
+
+def test_with_bound_abstains_at_one_half_and_refuses_other_records() -> None:
+    from deqcert import create_noise
+    from deqcert.certify.bounds import serialized_bound
+    from deqcert.errors import ResultsError
+    from deqcert.report import with_bound
+
+    noise = create_noise("gaussian", sigma=0.5)
+    counts = {"C_m": 60, "d": 0, "K": 20, "N1": 20, "N2": 20}
+    record = {"index": 0, "label": 2, "counts": counts, "certificate": {"extra": {"candidate": 2}}}
+    high = with_bound(record, "sound", noise, n=100, alpha=0.01)
+    assert high["p_lower"] == serialized_bound("sound", counts, 100, 0.01).p_lower
+    assert high["p_lower"] < 0.5 and (high["prediction"], high["radius"]) == (-1, 0.0)
+    assert high["correct"] is False
+    all_a = {**record, "counts": {**counts, "C_m": 100}}
+    full = with_bound(all_a, "sound", noise, n=100, alpha=0.01)
+    assert full["prediction"] == 2 and full["correct"] and full["radius"] > 0
+    with pytest.raises(ResultsError, match="serialized certificate"):
+        with_bound({**record, "certificate": {"extra": {}}}, "sound", noise, n=100, alpha=0.01)
+    with pytest.raises(ResultsError, match="lack 'K'"):
+        with_bound({**record, "counts": {"C_m": 1, "d": 0}}, "sound", noise, n=100, alpha=0.01)
+    with pytest.raises(OptionError, match="unknown serialized bound"):
+        with_bound(record, "magic", noise, n=100, alpha=0.01)
