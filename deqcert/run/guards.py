@@ -34,9 +34,12 @@ HREF_ROLES = ("reference_solver", "solver")
 PROBED_ROLES = ("warmup_solver",)
 """Roles probed besides the ``h_ref`` role."""
 
-TOLERANCE_FACTOR = 10.0
-"""Two solves meeting a residual tolerance ``tol`` may differ by about ``2 tol / (1 - L)``;
-the probe allows ``TOLERANCE_FACTOR * tol`` (times ``||z||`` for a relative stop mode)."""
+TOLERANCE_FACTOR = 1.0
+"""The probe allows ``TOLERANCE_FACTOR * tol`` (times ``||z||`` for a relative stop mode)
+between a sample solved alone and inside a batch.  A solver that stops each sample on its
+own gives the same state either way, up to floating point (deqcert's Anderson: about
+``1e-4`` on a 2-resolution MDEQ state of norm 25); one that stops on the whole batch keeps
+iterating the early samples, which moves them by up to a few ``tol``."""
 
 DETERMINISM_RTOL = 1e-5
 """Solving the same sample twice may differ by this much relative to ``1 + ||z||``."""
@@ -71,15 +74,13 @@ def probe_solver(model: Any, solver: Any, inputs: Tensor) -> list[str]:
     """What is wrong with ``solver`` on ``model`` (empty: it passed), from ``inputs`` ``(k, ...)``.
 
     ``inputs[0]`` is solved alone twice and as the first and last row of a
-    batch with the other inputs (at least two rows of noise-perturbed copies
-    are added when fewer are given).
+    batch with the other inputs and three copies of it with strong noise (so that
+    the rows converge at different times).
     """
     target = inputs[:1]
-    others = inputs[1:]
-    if others.shape[0] < 2:
-        generator = torch.Generator(device=inputs.device).manual_seed(0)
-        noise = torch.randn((3, *inputs.shape[1:]), generator=generator, device=inputs.device)
-        others = torch.cat([others, (target + 0.5 * noise.to(inputs.dtype)).clamp(0, 1)])
+    generator = torch.Generator(device=inputs.device).manual_seed(0)
+    noise = torch.randn((3, *inputs.shape[1:]), generator=generator, device=inputs.device)
+    others = torch.cat([inputs[1:], target + 0.5 * noise.to(inputs.dtype)])
     problems: list[str] = []
     with evaluating(model):
         u_alone = model.inject(target)

@@ -102,7 +102,7 @@ class CertifyPipeline:
 
     def guard_solvers(self, indices: Sequence[int]) -> None:
         """Probe user-supplied h_ref/warm-up solvers (see :mod:`.guards`); refuse or mark failures."""
-        inputs = torch.stack([self.dataset[i][0] for i in list(indices)[:3]]).to(self.device)
+        inputs = torch.stack([self.dataset[i][0] for i in list(indices)[:8]]).to(self.device)
         failures = guards.guard_solvers(self.model, self.solvers, inputs)
         if not failures:
             return
