@@ -111,7 +111,6 @@ def parameters(flags: Iterable[Flag], schema: Any) -> list[inspect.Parameter]:
     for flag in flags:
         option = typer.Option(flag.flag, help=flag.description(schema))
         if flag.type is bool:  # an on-switch: absent leaves the key to the config file
-            option = typer.Option(flag.flag, help=flag.description(schema), is_flag=True)
             out.append(inspect.Parameter(flag.param, inspect.Parameter.KEYWORD_ONLY,
                                          default=False, annotation=Annotated[bool, option]))
             continue
