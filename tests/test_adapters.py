@@ -85,7 +85,8 @@ def test_plain_deq_is_certified_with_its_own_votes(name: str, images: torch.Tens
     model = user_models.build()
     solver = {"name": "anderson", "tol": 1e-6, "max_iter": 100}
     options = (
-        {"solver": solver} if name == "vanilla"
+        {"solver": solver}
+        if name == "vanilla"
         else {"reference_solver": solver, "reference_samples": 20}
     )
     certifier = deqcert.create_certifier(
@@ -136,7 +137,13 @@ def test_mdeq_list_state_is_packed_and_certified(images: torch.Tensor) -> None:
         assert torch.allclose(step[2:3], alone, atol=1e-5)  # packing never mixes rows
     assert model.describe()["layouts"]["z"] == [[8, 14, 14], [16, 7, 7]]
     certifier = deqcert.create_certifier(
-        "serialized", noise=NOISE, n0=10, n=40, alpha=0.1, batch_size=20, reference_samples=10,
+        "serialized",
+        noise=NOISE,
+        n0=10,
+        n=40,
+        alpha=0.1,
+        batch_size=20,
+        reference_samples=10,
         chain_start="anchor",
     )
     cert = certifier.certify(model, images[1], generator=torch.Generator().manual_seed(0))
@@ -147,19 +154,28 @@ def test_mdeq_list_state_is_packed_and_certified(images: torch.Tensor) -> None:
 def test_torchdeq_model_is_certified_with_its_own_solver_settings(images: torch.Tensor) -> None:
     pytest.importorskip("torchdeq")
     model = user_models.build_torchdeq()
-    settings = model.torchdeq_settings
-    assert settings == {"f_solver": "anderson", "eval_f_max_iter": 25, "f_tol": 1e-4,
-                        "f_stop_mode": "abs"}
+    settings = model.details["torchdeq"]
+    assert settings == {
+        "f_solver": "anderson",
+        "eval_f_max_iter": 25,
+        "f_tol": 1e-4,
+        "f_stop_mode": "abs",
+    }
     solver = model.reference_solver()
     described = solver.describe()
     assert (described["name"], described["max_iter"], described["tol"], described["stop_mode"]) == (
-        "anderson", 25, 1e-4, "abs")
+        "anderson",
+        25,
+        1e-4,
+        "abs",
+    )
     assert "TorchDEQ settings" in described["source"]
     model.module.eval()
     with torch.no_grad():  # h_ref is the classifier the user evaluates with TorchDEQ
         assert torch.allclose(model(images, solver=solver), model.module(images), atol=1e-3)
-    certifier = deqcert.create_certifier("vanilla", noise=NOISE, n0=10, n=50, alpha=0.1,
-                                         solver=solver)
+    certifier = deqcert.create_certifier(
+        "vanilla", noise=NOISE, n0=10, n=50, alpha=0.1, solver=solver
+    )
     cert = certifier.certify(model, images[0], generator=torch.Generator().manual_seed(0))
     assert "TorchDEQ settings" in cert.solvers["solver"]["source"]
 
@@ -171,8 +187,9 @@ def test_torchdeq_norm_reset_runs_before_each_certificate(images: torch.Tensor) 
     with torch.no_grad():
         layer.weight_g.mul_(0.5)  # e.g. new weights loaded: `weight` is stale until reset
     stale = layer.weight.clone()
-    certifier = deqcert.create_certifier("vanilla", noise=NOISE, n0=5, n=10,
-                                         solver=model.reference_solver())
+    certifier = deqcert.create_certifier(
+        "vanilla", noise=NOISE, n0=5, n=10, solver=model.reference_solver()
+    )
     certifier.certify(model, images[0], generator=torch.Generator().manual_seed(0))
     assert torch.allclose(layer.weight, 0.5 * stale)  # recomputed from weight_g, weight_v
 
@@ -182,8 +199,9 @@ def test_torchdeq_own_batch_stopping_solver_fails_the_probe(images: torch.Tensor
     from deqcert.adapters.torchdeq import torchdeq_solver
 
     model = user_models.build_mdeq()
-    problems = guards.probe_solver(model, torchdeq_solver("anderson", max_iter=40, tol=1e-2),
-                                   images[:3])
+    problems = guards.probe_solver(
+        model, torchdeq_solver("anderson", max_iter=40, tol=1e-2), images[:3]
+    )
     assert problems and "depends on the rest of its batch" in problems[0]
     builtin = deqcert.create_solver("anderson", max_iter=40, tol=1e-2, stop_mode="abs")
     assert guards.probe_solver(model, builtin, images[:3]) == []
@@ -227,8 +245,20 @@ def test_cli_certifies_a_users_model_resumes_merges_and_reports(
     with torch.no_grad():
         net.head.bias[3] = 5.0
     torch.save(net.state_dict(), other)
-    refused = cli(["certify", "--model", f"{USER_MODELS}:build", "--weights", other, *SMALL,
-                   "--indices", "0-3", "--out", whole])
+    refused = cli(
+        [
+            "certify",
+            "--model",
+            f"{USER_MODELS}:build",
+            "--weights",
+            other,
+            *SMALL,
+            "--indices",
+            "0-3",
+            "--out",
+            whole,
+        ]
+    )
     assert refused.exit_code == 2 and "sha256" in refused.stderr
 
 
@@ -242,8 +272,20 @@ def test_convert_and_safetensors_weights(tmp_path: Path, cli: Callable[..., Resu
     loaded = load_state(target)
     assert set(loaded) == set(state) and all(torch.equal(loaded[k], state[k]) for k in state)
     out = tmp_path / "r.jsonl"
-    run = cli(["certify", "--model", f"{USER_MODELS}:build", "--weights", target, *SMALL,
-               "--max", "1", "--out", out])
+    run = cli(
+        [
+            "certify",
+            "--model",
+            f"{USER_MODELS}:build",
+            "--weights",
+            target,
+            *SMALL,
+            "--max",
+            "1",
+            "--out",
+            out,
+        ]
+    )
     assert run.exit_code == 0, run.output
     pickled = tmp_path / "code.pt"
     torch.save({"model": nn.Linear(2, 2)}, pickled)  # a pickled module, not a state dict
@@ -253,7 +295,9 @@ def test_convert_and_safetensors_weights(tmp_path: Path, cli: Callable[..., Resu
         convert(source, tmp_path / "x.bin")
 
 
-def test_bad_model_specs_and_weights_are_one_line(tmp_path: Path, cli: Callable[..., Result]) -> None:
+def test_bad_model_specs_and_weights_are_one_line(
+    tmp_path: Path, cli: Callable[..., Result]
+) -> None:
     wrong = tmp_path / "wrong.pt"
     torch.save({"enc.weight": torch.zeros(3, 3)}, wrong)
     cases = [
@@ -277,14 +321,21 @@ class BatchMeanSolver:
     def __init__(self, max_iter: int = 30, tol: float = 1e-3, stop_mode: str = "abs") -> None:
         self.max_iter, self.tol = max_iter, tol
 
-    def solve(self, f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor) -> deqcert.SolverResult:
+    def solve(
+        self, f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor
+    ) -> deqcert.SolverResult:
         z = z0
         for _ in range(self.max_iter):
             z = f(z)
         z = z + 0.1 * z.mean(dim=0, keepdim=True)
         size = z.shape[0]
-        return deqcert.SolverResult(z, self.max_iter, torch.zeros(size),
-                                    torch.full((size,), self.max_iter), torch.ones(size, dtype=torch.bool))
+        return deqcert.SolverResult(
+            z,
+            self.max_iter,
+            torch.zeros(size),
+            torch.full((size,), self.max_iter),
+            torch.ones(size, dtype=torch.bool),
+        )
 
     def describe(self) -> dict:
         return {"name": "batch-mean", "max_iter": self.max_iter, "tol": self.tol}
@@ -302,8 +353,16 @@ def batch_mean_solver():  # type: ignore[no-untyped-def]
 def test_a_batch_dependent_reference_solver_is_refused_unless_trusted(
     tmp_path: Path, cli: Callable[..., Result], batch_mean_solver: str
 ) -> None:
-    run = ["certify", "--model", f"{USER_MODELS}:build", "--reference-solver", batch_mean_solver,
-           *SMALL, "--max", "2"]
+    run = [
+        "certify",
+        "--model",
+        f"{USER_MODELS}:build",
+        "--reference-solver",
+        batch_mean_solver,
+        *SMALL,
+        "--max",
+        "2",
+    ]
     refused = cli([*run, "--out", tmp_path / "r.jsonl"])
     assert refused.exit_code == 2 and refused.stderr.count("\n") == 1, refused.output
     assert "reference_solver 'batch-mean' failed the solver probe" in refused.stderr
@@ -312,13 +371,26 @@ def test_a_batch_dependent_reference_solver_is_refused_unless_trusted(
     assert trusted.exit_code == 0, trusted.output
     assert "deqcert: warning: trusting the solver anyway" in trusted.stderr
     records = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()[1:]]
-    assert records and all(r["sound"] is False and r["certificate"]["sound"] is False
-                           for r in records)
+    assert records and all(
+        r["sound"] is False and r["certificate"]["sound"] is False for r in records
+    )
     assert all("reference_solver" in r["solver_guard"]["failures"] for r in records)
-    builtin = cli(["certify", "--model", f"{USER_MODELS}:build", *SMALL, "--max", "1",
-                   "--out", tmp_path / "b.jsonl"])
-    assert builtin.exit_code == 0 and json.loads(
-        (tmp_path / "b.jsonl").read_text().splitlines()[1])["sound"] is True
+    builtin = cli(
+        [
+            "certify",
+            "--model",
+            f"{USER_MODELS}:build",
+            *SMALL,
+            "--max",
+            "1",
+            "--out",
+            tmp_path / "b.jsonl",
+        ]
+    )
+    assert (
+        builtin.exit_code == 0
+        and json.loads((tmp_path / "b.jsonl").read_text().splitlines()[1])["sound"] is True
+    )
 
 
 def test_cli_torchdeq_model_records_where_h_ref_came_from(
@@ -326,16 +398,41 @@ def test_cli_torchdeq_model_records_where_h_ref_came_from(
 ) -> None:
     pytest.importorskip("torchdeq")
     out = tmp_path / "t.jsonl"
-    result = cli(["certify", "--model", f"{USER_MODELS}:build_torchdeq", "--certifier", "vanilla",
-                  *BASE, "--max", "1", "--out", out])
+    result = cli(
+        [
+            "certify",
+            "--model",
+            f"{USER_MODELS}:build_torchdeq",
+            "--certifier",
+            "vanilla",
+            *BASE,
+            "--max",
+            "1",
+            "--out",
+            out,
+        ]
+    )
     assert result.exit_code == 0, result.output
     header = _header(out)
     assert "TorchDEQ settings" in header["h_ref"]["source"]
     assert header["config"]["solver"]["max_iter"] == 25
     record = json.loads(out.read_text().splitlines()[1])
     assert "TorchDEQ settings" in record["certificate"]["solvers"]["solver"]["source"]
-    overridden = cli(["certify", "--model", f"{USER_MODELS}:build_torchdeq", "--certifier",
-                      "vanilla", "--set", "solver.max_iter=7", *BASE, "--max", "1",
-                      "--out", tmp_path / "o.jsonl"])
+    overridden = cli(
+        [
+            "certify",
+            "--model",
+            f"{USER_MODELS}:build_torchdeq",
+            "--certifier",
+            "vanilla",
+            "--set",
+            "solver.max_iter=7",
+            *BASE,
+            "--max",
+            "1",
+            "--out",
+            tmp_path / "o.jsonl",
+        ]
+    )
     assert overridden.exit_code == 0, overridden.output
     assert "set by the run" in _header(tmp_path / "o.jsonl")["h_ref"]["source"]

@@ -128,8 +128,13 @@ def build_mdeq() -> deqcert.EquilibriumModel:
     torch.manual_seed(0)
     net = SmallMDEQ()
     return deqcert.adapt(
-        net, inject="injection", f="deq_func", readout="classify", init_state="init_states",
-        num_classes=10, input_shape=(1, 28, 28),
+        net,
+        inject="injection",
+        f="deq_func",
+        readout="classify",
+        init_state="init_states",
+        num_classes=10,
+        input_shape=(1, 28, 28),
     )
 
 

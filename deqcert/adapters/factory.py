@@ -39,14 +39,14 @@ def load_factory(spec: str) -> Any:
     """The callable ``spec`` names: ``path/to/file.py:NAME`` or ``package.module:NAME``."""
     where, sep, name = spec.rpartition(":")
     if not sep or not where or not name.isidentifier():
-        raise OptionError(
-            f"--model {spec!r}: expected FILE.py:FACTORY or package.module:FACTORY"
-        )
+        raise OptionError(f"--model {spec!r}: expected FILE.py:FACTORY or package.module:FACTORY")
     if where.endswith(".py"):
         path = Path(where)
         if not path.is_file():
             raise OptionError(f"--model {spec!r}: file not found: {path}")
-        module_name = f"deqcert_user_model_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
+        module_name = (
+            f"deqcert_user_model_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
+        )
         module = sys.modules.get(module_name)
         if module is None:
             loader_spec = importlib.util.spec_from_file_location(module_name, path)
@@ -57,7 +57,9 @@ def load_factory(spec: str) -> Any:
                 loader_spec.loader.exec_module(module)
             except Exception as exc:
                 del sys.modules[module_name]
-                raise OptionError(f"--model {spec!r}: importing {path} failed: {_first(exc)}") from None
+                raise OptionError(
+                    f"--model {spec!r}: importing {path} failed: {_first(exc)}"
+                ) from None
     else:
         try:
             module = importlib.import_module(where)
@@ -107,7 +109,8 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise CheckpointError(
-            f"weights {path}: expected a state dict (names -> tensors), got {type(state).__name__}; "
+            f"weights {path}: expected a state dict (names -> tensors), "
+            f"got {type(state).__name__}; "
             "save model.state_dict()"
         )
     return dict(state)
@@ -140,7 +143,9 @@ def open_factory(
             else:
                 model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise CheckpointError(f"weights {weights} do not fit --model {spec}: {_first(exc)}") from None
+            raise CheckpointError(
+                f"weights {weights} do not fit --model {spec}: {_first(exc)}"
+            ) from None
         sha = file_sha256(weights)
         metadata.update(_safetensors_metadata(Path(weights)))
     model = model.to(device).eval()

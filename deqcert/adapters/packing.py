@@ -41,7 +41,9 @@ class Layout:
                 raise DataError(f"the {what}'s tensors must share the batch size, got {shapes}")
             dtypes = {t.dtype for t in value}
             if len(dtypes) != 1:
-                raise DataError(f"the {what}'s tensors must share one dtype, got {sorted(map(str, dtypes))}")
+                raise DataError(
+                    f"the {what}'s tensors must share one dtype, got {sorted(map(str, dtypes))}"
+                )
             return cls(tuple(tuple(t.shape[1:]) for t in value), type(value))
         raise DataError(
             f"the {what} must be a tensor or a list/tuple of tensors, got {type(value).__name__}"
@@ -74,7 +76,10 @@ class Layout:
         assert self.shapes is not None
         sizes = [_numel(shape) for shape in self.shapes]
         parts = torch.split(flat, sizes, dim=1)
-        pieces = [part.reshape(flat.shape[0], *shape) for part, shape in zip(parts, self.shapes, strict=True)]
+        pieces = [
+            part.reshape(flat.shape[0], *shape)
+            for part, shape in zip(parts, self.shapes, strict=True)
+        ]
         return self.kind(pieces) if self.kind is tuple else pieces
 
     def describe(self) -> Any:

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import DataError, OptionError
-from ..models.base import DEQModel
-from ..protocols import FixedPointSolver
+from ..models.base import DEQModel, solve_model
+from ..protocols import FixedPointSolver, SolverResult
 from .packing import Layout, State
 
 DEFAULT_SOURCE = "deqcert default reference solve (Anderson, rel tol 1e-3, 30 steps)"
@@ -72,6 +72,7 @@ class AdaptedDEQ(nn.Module):
             "given to deqcert.adapt" if reference_solver is not None else DEFAULT_SOURCE
         )
         self.adapter_name = name
+        self.details: dict[str, Any] = {}
         self._layouts: dict[tuple[str, tuple[int, ...]], Layout] = {}
 
     # -- the protocol --------------------------------------------------------
@@ -109,7 +110,11 @@ class AdaptedDEQ(nn.Module):
         """The user's readout of the unpacked state."""
         return self._call("readout", self._unpack("z", z))  # type: ignore[no-any-return]
 
-    solve = DEQModel.solve
+    def solve(
+        self, x: Tensor, solver: FixedPointSolver | None = None, z0: Tensor | None = None
+    ) -> tuple[Tensor, SolverResult]:
+        """Logits and the solver's result for pixels ``x`` (see :meth:`DEQModel.solve`)."""
+        return solve_model(self, x, solver if solver is not None else self.reference_solver(), z0)
 
     def forward(
         self, x: Tensor, solver: FixedPointSolver | None = None, z0: Tensor | None = None
@@ -158,6 +163,7 @@ class AdaptedDEQ(nn.Module):
             "num_classes": self.num_classes,
             "layouts": layouts,
             "reference_source": self.reference_source,
+            **self.details,
         }
 
     # -- helpers ---------------------------------------------------------------
@@ -226,7 +232,9 @@ def adapt(
     if input_shape is not None and (
         not isinstance(input_shape, tuple | list) or not all(int(s) > 0 for s in input_shape)
     ):
-        raise OptionError(f"adapt: input_shape must be (C, H, W) positive ints, got {input_shape!r}")
+        raise OptionError(
+            f"adapt: input_shape must be (C, H, W) positive ints, got {input_shape!r}"
+        )
     return AdaptedDEQ(
         module, pieces, num_classes, input_shape=input_shape, reference_solver=reference_solver
     )

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 
 from ..errors import OptionError
 from ..protocols import SolverResult
-from .plain import AdaptedDEQ, adapt as adapt_plain
+from .plain import AdaptedDEQ
+from .plain import adapt as adapt_plain
 
 SOLVER_NAMES: dict[str, str] = {
     "anderson": "anderson",
@@ -139,7 +140,7 @@ def adapt(
     )
     model.reference_source = source
     model.adapter_name = "torchdeq"
-    model.torchdeq_settings = settings
+    model.details["torchdeq"] = settings
     model.before_certificate()
     return model
 
@@ -151,8 +152,14 @@ class TorchDEQSolver:
     independent: fine for experiments, refused as a run's reference solver.
     """
 
-    def __init__(self, name: str = "anderson", max_iter: int = 40, tol: float = 1e-3,
-                 stop_mode: str = "abs", **options: Any) -> None:
+    def __init__(
+        self,
+        name: str = "anderson",
+        max_iter: int = 40,
+        tol: float = 1e-3,
+        stop_mode: str = "abs",
+        **options: Any,
+    ) -> None:
         from torchdeq.solver import get_solver
 
         _torchdeq()
@@ -161,17 +168,24 @@ class TorchDEQSolver:
         self._solve = get_solver(name)
 
     def solve(self, f: Callable[[Tensor], Tensor], z0: Tensor) -> SolverResult:
-        z, _, info = self._solve(f, z0, max_iter=self.max_iter, tol=self.tol,
-                                 stop_mode=self.stop_mode, **self.options)
+        z, _, info = self._solve(
+            f, z0, max_iter=self.max_iter, tol=self.tol, stop_mode=self.stop_mode, **self.options
+        )
         residual = info[f"{self.stop_mode}_lowest"].reshape(-1).to(z.dtype)
         steps = info["nstep"].reshape(-1).long()
         nfe = int(info["abs_trace"].shape[1])
-        return SolverResult(z=z, nfe=nfe, residual=residual, steps=steps,
-                            converged=residual <= self.tol)
+        return SolverResult(
+            z=z, nfe=nfe, residual=residual, steps=steps, converged=residual <= self.tol
+        )
 
     def describe(self) -> dict[str, Any]:
-        return {"name": f"torchdeq-{self.name}", "max_iter": self.max_iter, "tol": self.tol,
-                "stop_mode": self.stop_mode, **self.options}
+        return {
+            "name": f"torchdeq-{self.name}",
+            "max_iter": self.max_iter,
+            "tol": self.tol,
+            "stop_mode": self.stop_mode,
+            **self.options,
+        }
 
 
 def torchdeq_solver(name: str = "anderson", **options: Any) -> TorchDEQSolver:
@@ -179,5 +193,11 @@ def torchdeq_solver(name: str = "anderson", **options: Any) -> TorchDEQSolver:
     return TorchDEQSolver(name, **options)
 
 
-__all__ = ["TorchDEQSolver", "adapt", "find_deq", "reference_spec", "solver_settings",
-           "torchdeq_solver"]
+__all__ = [
+    "TorchDEQSolver",
+    "adapt",
+    "find_deq",
+    "reference_spec",
+    "solver_settings",
+    "torchdeq_solver",
+]

@@ -47,9 +47,7 @@ def protocol_problems(model: Any) -> list[str]:
     if not hasattr(model, "num_classes"):
         problems.append(f"missing num_classes ({MEMBERS['num_classes']})")
     elif isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
-        problems.append(
-            f"num_classes is {_short(classes)}, must be {MEMBERS['num_classes']}"
-        )
+        problems.append(f"num_classes is {_short(classes)}, must be {MEMBERS['num_classes']}")
     for name in ("inject", "init_state", "f", "readout", "forward"):
         member = getattr(model, name, None)
         if member is None or _unimplemented(member):

@@ -179,7 +179,7 @@ class CertifyConfig(BaseModel):
     def _model_or_checkpoint(self) -> CertifyConfig:
         if self.model is None:
             if self.weights is not None:
-                raise OptionError("--weights needs --model FILE.py:FACTORY (the model to load into)")
+                raise OptionError("--weights needs --model FILE.py:FACTORY (the model to load)")
             return self
         if "checkpoint" in self.model_fields_set and self.checkpoint not in ("default", "none"):
             raise OptionError("give either --checkpoint or --model (with --weights), not both")

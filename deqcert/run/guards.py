@@ -136,5 +136,8 @@ def mark_untrusted(record: dict[str, Any], failures: Mapping[str, list[str]]) ->
     certificate = record.get("certificate")
     if isinstance(certificate, dict) and "sound" in certificate:
         certificate["sound"] = False
-    record["solver_guard"] = {"trusted": True, "failures": {k: list(v) for k, v in failures.items()}}
+    record["solver_guard"] = {
+        "trusted": True,
+        "failures": {k: list(v) for k, v in failures.items()},
+    }
     return record

@@ -101,7 +101,7 @@ class CertifyPipeline:
             self.guard_solvers(indices)
 
     def guard_solvers(self, indices: Sequence[int]) -> None:
-        """Probe user-supplied h_ref/warm-up solvers (see :mod:`.guards`); refuse or mark failures."""
+        """Probe user-supplied h_ref/warm-up solvers (:mod:`.guards`); refuse or mark failures."""
         inputs = torch.stack([self.dataset[i][0] for i in list(indices)[:8]]).to(self.device)
         failures = guards.guard_solvers(self.model, self.solvers, inputs)
         if not failures:
@@ -160,11 +160,13 @@ class CertifyPipeline:
         )
 
     def _model_header(self) -> dict[str, Any]:
+        meta = self.metadata
         if self.config.model is None:
-            return {"name": self.metadata.get("model"), "options": self.metadata.get("model_options")}
+            return {"name": meta.get("model"), "options": meta.get("model_options")}
         keys = ("factory", "weights", "weights_sha256", "state_sha256", "model_class")
-        return {"name": self.config.model, "options": None, **{k: self.metadata.get(k) for k in keys},
-                "adapter": _describe(self.model) if hasattr(self.model, "describe") else None}
+        adapter = _describe(self.model) if hasattr(self.model, "describe") else None
+        return {"name": self.config.model, "options": None, **{k: meta.get(k) for k in keys},
+                "adapter": adapter}
 
     def _href_header(self) -> dict[str, Any] | None:
         role = guards.href_role(list(self.solvers))
