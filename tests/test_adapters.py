@@ -436,3 +436,17 @@ def test_cli_torchdeq_model_records_where_h_ref_came_from(
     )
     assert overridden.exit_code == 0, overridden.output
     assert "set by the run" in _header(tmp_path / "o.jsonl")["h_ref"]["source"]
+
+
+def test_config_file_and_module_factory(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    weights = tmp_path / "w.pt"
+    torch.save(user_models.build().module.state_dict(), weights)
+    config = tmp_path / "run.toml"
+    config.write_text(f'model = "user_models:build"\nweights = "{weights}"\nmax = 1\n')
+    out = tmp_path / "p.jsonl"
+    result = cli(["predict", "--config", config, *SMALL, "--out", out])
+    assert result.exit_code == 0, result.output
+    header = _header(out)
+    assert header["config"]["model"] == "user_models:build"
+    assert header["config"]["checkpoint"] == "none" and header["checkpoint"]["path"] == str(weights)
+    assert json.loads(out.read_text().splitlines()[1])["mode"] == "predict"
