@@ -176,3 +176,16 @@ def build_torchdeq() -> deqcert.EquilibriumModel:
     return torchdeq.adapt(
         net, inject="inject", f="func", readout="head", num_classes=10, input_shape=(1, 28, 28)
     )
+
+
+def build_rgb() -> deqcert.EquilibriumModel:
+    """A model for 3x32x32 inputs (the wrong shape for MNIST)."""
+    net = nn.Linear(3 * 32 * 32, 10)
+    return deqcert.adapt(
+        net,
+        inject=lambda x: net(x.flatten(1)),
+        f=lambda z, u: 0.5 * z + u,
+        readout=lambda z: z,
+        num_classes=10,
+        input_shape=(3, 32, 32),
+    )
