@@ -75,6 +75,13 @@ def test_adapted_plain_deq_matches_the_users_own_forward(images: torch.Tensor) -
     with torch.no_grad():
         assert torch.allclose(model(images), model.module(images), atol=2e-3)
     assert model.input_shape == (1, 28, 28)
+    with torch.no_grad():
+        model.module.head.bias.add_(1.0)
+    for state in (model.state_dict(), model.module.state_dict()):  # the adapter's ("module.*")
+        other = user_models.build()  # or the user's own state dict
+        other.load_weights(state)
+        with torch.no_grad():
+            assert torch.equal(other(images), model(images))
     with pytest.raises(DataError, match=r"expected inputs of shape \(B, 1, 28, 28\)"):
         model.inject(torch.rand(2, 3, 28, 28))
 

@@ -149,9 +149,18 @@ class AdaptedDEQ(nn.Module):
 
     # -- weights and description ---------------------------------------------
     def load_weights(self, state: Mapping[str, Tensor]) -> None:
-        """Load the user's state dict into the wrapped module (strict), then run the hook."""
+        """Load the user's state dict into the wrapped module (strict), then run the hook.
+
+        The adapter's own state dict (names prefixed ``module.``) is accepted too.
+        """
+        state = dict(state)
         target = self.module if self.module is not None else self
-        target.load_state_dict(dict(state), strict=True)
+        prefix = "module."
+        if self.module is not None and state and all(k.startswith(prefix) for k in state):
+            own = set(self.module.state_dict())
+            if not own & set(state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+        target.load_state_dict(state, strict=True)
         self.before_certificate()
 
     def describe(self) -> dict[str, Any]:
