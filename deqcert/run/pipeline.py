@@ -21,7 +21,7 @@ from .. import specs
 from ..checkpoint import OpenedCheckpoint, open_checkpoint
 from ..data.selection import select_indices
 from ..errors import DataError, DeqcertError
-from ..models.check import check_model
+from ..models.check import check_model as check_protocol
 from ..results import ResultsWriter, infer_format, to_jsonable
 from . import guards, roles
 from .resolve import resolve_device
@@ -279,7 +279,7 @@ def _open_model(config: CertifyConfig) -> OpenedCheckpoint:
     path = config.checkpoint_path()
     assert path is not None
     opened = open_checkpoint(path, device=device)
-    check_model(opened.model, purpose="serve")
+    check_protocol(opened.model, purpose="serve")
     return opened
 
 
