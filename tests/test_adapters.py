@@ -458,3 +458,26 @@ def test_config_file_and_module_factory(tmp_path: Path, cli: Callable[..., Resul
     assert header["config"]["model"] == "user_models:build"
     assert header["config"]["checkpoint"] == "none" and header["checkpoint"]["path"] == str(weights)
     assert json.loads(out.read_text().splitlines()[1])["mode"] == "predict"
+
+
+def test_cli_refuses_torchdeqs_own_anderson_as_reference_solver(
+    tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    pytest.importorskip("torchdeq")
+    from deqcert.adapters.torchdeq import TorchDEQSolver
+    from deqcert.registry import solvers
+
+    class TorchDEQAnderson(TorchDEQSolver):
+        def __init__(self, **options: object) -> None:
+            super().__init__("anderson", **options)  # type: ignore[arg-type]
+
+    solvers.register("torchdeq-anderson", TorchDEQAnderson, override=True)
+    try:
+        result = cli(["certify", "--model", f"{USER_MODELS}:build_mdeq", "--reference-solver",
+                      "torchdeq-anderson", "--set", "reference_solver.tol=0.01", *SMALL,
+                      "--out", tmp_path / "r.jsonl"])
+    finally:
+        solvers.unregister("torchdeq-anderson")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "depends on the rest of its batch" in result.stderr
+    assert not (tmp_path / "r.jsonl").exists()
