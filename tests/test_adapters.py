@@ -473,9 +473,20 @@ def test_cli_refuses_torchdeqs_own_anderson_as_reference_solver(
 
     solvers.register("torchdeq-anderson", TorchDEQAnderson, override=True)
     try:
-        result = cli(["certify", "--model", f"{USER_MODELS}:build_mdeq", "--reference-solver",
-                      "torchdeq-anderson", "--set", "reference_solver.tol=0.01", *SMALL,
-                      "--out", tmp_path / "r.jsonl"])
+        result = cli(
+            [
+                "certify",
+                "--model",
+                f"{USER_MODELS}:build_mdeq",
+                "--reference-solver",
+                "torchdeq-anderson",
+                "--set",
+                "reference_solver.tol=0.01",
+                *SMALL,
+                "--out",
+                tmp_path / "r.jsonl",
+            ]
+        )
     finally:
         solvers.unregister("torchdeq-anderson")
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
