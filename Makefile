@@ -20,7 +20,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml plugins/deqcert-example/pyproject.toml
 	$(BIN)/pip install -q $(TORCH_PINS)
-	$(BIN)/pip install -q -e ".[dev,docs,plot,ray]"
+	$(BIN)/pip install -q -e ".[dev,docs,plot,ray,torchdeq]"
 	touch $(STAMP)
 
 install: $(STAMP)

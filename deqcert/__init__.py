@@ -53,6 +53,7 @@ _LAZY: dict[str, str] = {
     "TrainConfig": "deqcert.train",
     "CertifyConfig": "deqcert.run.config",
     "certify_dataset": "deqcert.certify.dataset",
+    "adapt": "deqcert.adapters",
 }
 
 

@@ -25,6 +25,7 @@ from torch import nn
 from ._atomic import replacing
 from .errors import CheckpointError, DeqcertError
 from .memory import check_fits
+from .models.check import check_model
 from .registry import create_model, list_models, models
 from .safetensors_header import TensorInfo, read_header
 
@@ -64,10 +65,15 @@ def save_checkpoint(
     """
     from . import __version__
 
+    check_model(model, purpose="save")
     path = Path(path)
     settings: Any = getattr(model, "options", None)
     if not hasattr(settings, "model_dump"):
-        raise CheckpointError(f"{type(model).__name__} has no pydantic 'options' to record")
+        raise CheckpointError(
+            f"{type(model).__name__} has no pydantic 'options' to record; save its state dict "
+            "(torch.save(model.state_dict(), 'w.pt')) and certify it with --model FACTORY "
+            "--weights w.pt"
+        )
     options = settings.model_dump(mode="json")
     record: dict[str, Any] = dict(metadata or {})
     record.update(

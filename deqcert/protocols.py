@@ -54,23 +54,54 @@ class FixedPointSolver(Protocol):
 class EquilibriumModel(Protocol):
     """A DEQ: ``logits = readout(z*)`` with ``z* = f(z*, inject(x))``.
 
-    Implementations are ``torch.nn.Module`` subclasses; inputs are pixels in
-    ``[0, 1]`` and any normalisation happens inside :meth:`inject`.
+    Implementations are ``torch.nn.Module`` subclasses (for ``eval()``,
+    ``.to()`` and state dicts).  Inputs are pixels in ``[0, 1]``: the
+    certifiers add noise in pixel space, so any normalisation happens inside
+    :meth:`inject`.  Every method works on a batch and its rows must not
+    interact (no batch statistics; the certifiers run the model in ``eval()``
+    mode): a sample's fixed point may depend on that sample only.  States and
+    injections are single tensors with the batch first; a model whose state is
+    a list of tensors (e.g. MDEQ) is packed by :func:`deqcert.adapt`.
+    :func:`deqcert.models.check.check_model` checks these members before any work.
+    A model may also define ``before_certificate()`` (run before each
+    certificate, e.g. to reset TorchDEQ's weight norm) and ``input_shape``
+    (``(C, H, W)``, checked against the dataset).
     """
 
     num_classes: int
+    """Number of classes: the width of :meth:`readout`'s logits (an ``int >= 2``)."""
 
-    def inject(self, x: Tensor) -> Tensor: ...
+    def inject(self, x: Tensor) -> Tensor:
+        """The injection ``u``, shape ``(B, ...)``, of pixels ``x`` ``(B, C, H, W)`` in ``[0, 1]``.
 
-    def init_state(self, u: Tensor) -> Tensor: ...
+        Float tensors on the model's device and dtype; normalisation belongs here.
+        """
+        ...
 
-    def f(self, z: Tensor, u: Tensor) -> Tensor: ...
+    def init_state(self, u: Tensor) -> Tensor:
+        """The reference solve's start ``z0`` ``(B, ...)`` for injections ``u`` (usually zeros).
 
-    def readout(self, z: Tensor) -> Tensor: ...
+        It must depend on ``u`` only, never on other inputs: ``h_ref`` starts here.
+        """
+        ...
+
+    def f(self, z: Tensor, u: Tensor) -> Tensor:
+        """The equilibrium map: the next state ``(B, ...)``, same shape and dtype as ``z``.
+
+        Row ``i`` of the result depends on rows ``i`` of ``z`` and ``u`` only.
+        """
+        ...
+
+    def readout(self, z: Tensor) -> Tensor:
+        """Logits ``(B, num_classes)`` (float) of states ``z`` ``(B, ...)``."""
+        ...
 
     def forward(
         self, x: Tensor, solver: FixedPointSolver | None = None, z0: Tensor | None = None
-    ) -> Tensor: ...
+    ) -> Tensor:
+        """Logits ``(B, num_classes)`` of pixels ``x``: ``readout`` of the fixed point ``solver``
+        finds from ``z0`` (default ``init_state(inject(x))``; default solver: the model's own)."""
+        ...
 
 
 @runtime_checkable

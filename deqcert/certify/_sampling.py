@@ -18,6 +18,7 @@ from pydantic import Field
 from torch import Tensor
 
 from ..errors import DataError
+from ..models.check import prepare_model
 from ..options import ComponentOptions
 from ..protocols import ABSTAIN, EquilibriumModel, FixedPointSolver, NoiseSampler, SolverResult
 from ..solvers._common import RowwiseMap, row_evaluations
@@ -75,7 +76,12 @@ def batch_sizes(total: int, batch_size: int) -> Iterator[int]:
 
 
 def check_input(model: EquilibriumModel, x: Any, generator: torch.Generator) -> None:
-    """Raise :class:`DataError` unless ``x`` is one finite ``(C, H, W)`` input for ``model``."""
+    """Raise :class:`DataError` unless ``x`` is one finite ``(C, H, W)`` input for ``model``.
+
+    First of all ``model`` must satisfy the protocol (one error naming every missing
+    member); its ``before_certificate`` hook, if any, runs here.
+    """
+    prepare_model(model)
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise DataError(f"the input must be a floating-point tensor, got {_kind(x)}")
     expected = getattr(model, "input_shape", None)

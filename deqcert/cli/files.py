@@ -62,3 +62,13 @@ def merge(
     typer.echo(f"merged {summary.parts} files, {summary.records} records -> {summary.out}")
 
 
+@app.command()
+def convert(
+    source: Annotated[Path, typer.Argument(help="PyTorch state dict (.pt/.pth).")],
+    target: Annotated[Path, typer.Argument(help="Safetensors file to write.")],
+) -> None:
+    """Convert a PyTorch state dict (read with weights_only=True) to safetensors, for --weights."""
+    from ..adapters.factory import convert as convert_state
+
+    typer.echo(f"wrote {convert_state(source, target)}")
+

@@ -62,6 +62,8 @@ class Flag:
 
 CERTIFY_FLAGS: tuple[Flag, ...] = (
     Flag("--checkpoint", "checkpoint"),
+    Flag("--model", "model"),
+    Flag("--weights", "weights"),
     Flag("--dataset", "dataset.name"),
     Flag("--indices", "indices"),
     Flag("--skip", "skip", int),
@@ -80,6 +82,7 @@ CERTIFY_FLAGS: tuple[Flag, ...] = (
     Flag("--shard", "shard"),
     Flag("--executor", "executor.name"),
     Flag("--address", "executor.address", str, ("executor", "ray")),
+    Flag("--trust-solver", "trust_solver", bool),
 )
 """The flags of ``certify`` and ``predict`` (:func:`role_flags` adds the solver roles')."""
 
@@ -107,6 +110,10 @@ def parameters(flags: Iterable[Flag], schema: Any) -> list[inspect.Parameter]:
     out = []
     for flag in flags:
         option = typer.Option(flag.flag, help=flag.description(schema))
+        if flag.type is bool:  # an on-switch: absent leaves the key to the config file
+            out.append(inspect.Parameter(flag.param, inspect.Parameter.KEYWORD_ONLY,
+                                         default=False, annotation=Annotated[bool, option]))
+            continue
         annotation = Annotated[flag.type | None, option]  # type: ignore[name-defined]
         out.append(inspect.Parameter(flag.param, inspect.Parameter.KEYWORD_ONLY, default=None,
                                      annotation=annotation))
@@ -118,7 +125,7 @@ def flag_layer(flags: Sequence[Flag], values: Mapping[str, Any]) -> dict[str, An
     layer: dict[str, Any] = {}
     for flag in flags:
         value = values.get(flag.param)
-        if value is None:
+        if value is None or (flag.type is bool and value is False):
             continue
         *parents, last = flag.key.split(".")
         node = layer

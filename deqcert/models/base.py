@@ -127,19 +127,27 @@ class DEQModel(nn.Module):
         The fixed-point search runs without autograd; to train through the
         equilibrium use :mod:`deqcert.models.grad` (as :mod:`deqcert.train` does).
         """
-        solver = solver if solver is not None else self.default_solver()
-        u = self.inject(x)
-        start = self.init_state(u) if z0 is None else z0
-        with torch.no_grad():
-            u_fixed = u.detach()
-            result = solver.solve(lambda z: self.f(z, u_fixed), start.detach())
-        return self.readout(result.z), result
+        return solve_model(self, x, solver if solver is not None else self.default_solver(), z0)
 
     def forward(
         self, x: Tensor, solver: FixedPointSolver | None = None, z0: Tensor | None = None
     ) -> Tensor:
         """Logits of the fixed point found by ``solver`` (default: the reference solve)."""
         return self.solve(x, solver, z0)[0]
+
+
+def solve_model(
+    model: Any, x: Tensor, solver: FixedPointSolver, z0: Tensor | None = None
+) -> tuple[Tensor, SolverResult]:
+    """Logits and the solver's result for pixels ``x``: ``readout`` of the fixed point of
+    ``f(., inject(x))`` that ``solver`` finds from ``z0`` (default ``init_state(u)``), no autograd.
+    """
+    u = model.inject(x)
+    start = model.init_state(u) if z0 is None else z0
+    with torch.no_grad():
+        u_fixed = u.detach()
+        result = solver.solve(lambda z: model.f(z, u_fixed), start.detach())
+    return model.readout(result.z), result
 
 
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:

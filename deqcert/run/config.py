@@ -21,7 +21,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..checkpoint import default_checkpoint
 from ..data.selection import parse_indices
@@ -55,8 +63,22 @@ class CertifyConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="allow")
+    _given_roles: set[str] = PrivateAttr(default_factory=set)
 
     checkpoint: str = Field("default", description="Checkpoint (.safetensors) or 'default'.")
+    model: str | None = Field(
+        None,
+        description="Your own model instead of a checkpoint: FILE.py:FACTORY or "
+        "package.module:FACTORY (FACTORY() returns the model).",
+    )
+    weights: str | None = Field(
+        None, description="Weights for --model: .safetensors, or a .pt/.pth state dict."
+    )
+    trust_solver: bool = Field(
+        False,
+        description="Run a user-supplied reference/warm-up solver that failed the solver "
+        "probe; its records say sound: false.",
+    )
     dataset: ComponentSpec = Field(
         default_factory=_default_dataset, description="Dataset (see 'deqcert list datasets')."
     )
@@ -154,6 +176,16 @@ class CertifyConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _model_or_checkpoint(self) -> CertifyConfig:
+        if self.model is None:
+            if self.weights is not None:
+                raise OptionError("--weights needs --model FILE.py:FACTORY (the model to load)")
+            return self
+        if "checkpoint" in self.model_fields_set and self.checkpoint not in ("default", "none"):
+            raise OptionError("give either --checkpoint or --model (with --weights), not both")
+        return self
+
+    @model_validator(mode="after")
     def _check_components(self) -> CertifyConfig:
         for key in ("dataset", "certifier", "noise", "executor"):
             component_class(key, getattr(self, key).name)  # unknown name -> error
@@ -162,6 +194,7 @@ class CertifyConfig(BaseModel):
         extras = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
         for key in [k for k in extras if k not in taken]:
             raise OptionError(self._unknown_key(key, taken))
+        self._given_roles = {role for role in taken if role in extras}
         for role, slot in taken.items():
             extras[role] = _role_spec(role, slot, extras.get(role, slot.default_spec))
         clash = sorted(set(self.certifier.options) & set(self.certifier_argument_names()))
@@ -210,7 +243,13 @@ class CertifyConfig(BaseModel):
         certifier = layers.last_named(sources, "certifier")
         base = default_layer(certifier)
         kinds = roles.component_keys(base["certifier"]["name"] if certifier is None else certifier)
-        return layers.validate_config(cls, layers.merge_layers([base, *sources], kinds))
+        config = layers.validate_config(cls, layers.merge_layers([base, *sources], kinds))
+        config._given_roles = {key for key in kinds if any(key in layer for layer in sources)}
+        return config
+
+    def role_given(self, role: str) -> bool:
+        """Whether the user set solver ``role`` (rather than leaving the certifier's default)."""
+        return role in self._given_roles
 
     # -- resolution and building ---------------------------------------------------
     def resolve(self, metadata: Mapping[str, Any]) -> CertifyConfig:
@@ -219,22 +258,26 @@ class CertifyConfig(BaseModel):
         ``metadata`` is the checkpoint's (its training noise level fills in a
         missing ``sigma``).
         """
-        path = self.checkpoint_path()
+        path = self.checkpoint_path() or self.model
         noise = self.noise
         noise_fields = getattr(component_class("noise", noise.name), "Options", None)
         if "sigma" in getattr(noise_fields, "model_fields", {}) and "sigma" not in noise.options:
             sigma = checkpoint_sigma(metadata)
             if sigma is None:
                 raise OptionError(
-                    f"no noise level given and checkpoint {path} records none; pass --sigma"
+                    f"no noise level given and {'model' if self.model else 'checkpoint'} "
+                    f"{path} records none; pass --sigma"
                 )
             noise = noise.with_options(sigma=sigma)
+        checkpoint = "none" if self.model else str(path)
         return self.model_copy(
-            update={"checkpoint": str(path), "device": resolve_device(self.device), "noise": noise}
+            update={"checkpoint": checkpoint, "device": resolve_device(self.device), "noise": noise}
         )
 
-    def checkpoint_path(self) -> Path:
-        """The checkpoint file (the bundled one for ``"default"``)."""
+    def checkpoint_path(self) -> Path | None:
+        """The checkpoint file (the bundled one for ``"default"``; None with ``model``)."""
+        if self.model is not None:
+            return None
         return default_checkpoint() if self.checkpoint == "default" else Path(self.checkpoint)
 
     def build(self, *, validate_inputs: bool = True) -> CertifyPipeline:

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .. import specs
-from ..checkpoint import open_checkpoint
+from ..checkpoint import OpenedCheckpoint, open_checkpoint
 from ..data.selection import select_indices
 from ..errors import DataError, DeqcertError
+from ..models.check import check_model as check_protocol
 from ..results import ResultsWriter, infer_format, to_jsonable
-from . import roles
+from . import guards, roles
 from .resolve import resolve_device
 from .sharding import Shard
 
@@ -64,6 +65,8 @@ class CertifyPipeline:
     shard: Shard | None
     checkpoint_sha256: str
     metadata: dict[str, Any]
+    href_source: str | None = None
+    untrusted: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -95,6 +98,21 @@ class CertifyPipeline:
             check_model(self.model)
         if indices:
             self._probe(indices[0])
+            self.guard_solvers(indices)
+
+    def guard_solvers(self, indices: Sequence[int]) -> None:
+        """Probe user-supplied h_ref/warm-up solvers (:mod:`.guards`); refuse or mark failures."""
+        inputs = torch.stack([self.dataset[i][0] for i in list(indices)[:8]]).to(self.device)
+        failures = guards.guard_solvers(self.model, self.solvers, inputs)
+        if not failures:
+            return
+        message = guards.failure_message(failures, self.solvers)
+        if not self.config.trust_solver:
+            raise guards.SolverGuardError(message)
+        import warnings
+
+        warnings.warn(f"trusting the solver anyway (--trust-solver): {message}", stacklevel=2)
+        self.untrusted = failures
 
     def _probe(self, index: int) -> None:
         """One clean forward pass, so a model/input mismatch fails before any file is written."""
@@ -124,20 +142,41 @@ class CertifyPipeline:
                 "deqcert_version": __version__,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                 "config": config.effective(),
-                "checkpoint": {"path": config.checkpoint, "sha256": self.checkpoint_sha256},
+                "checkpoint": {
+                    "path": config.weights if config.model else config.checkpoint,
+                    "sha256": self.checkpoint_sha256,
+                },
                 "seed": config.seed,
                 "shard": (
                     {"index": self.shard.index, "count": self.shard.count} if self.shard else None
                 ),
-                "model": {
-                    "name": self.metadata.get("model"),
-                    "options": self.metadata.get("model_options"),
-                },
+                "model": self._model_header(),
+                "h_ref": self._href_header(),
+                "solver_guard": {"trusted": self.untrusted} if self.untrusted else None,
                 "dataset": {"name": config.dataset.name, "length": len(self.dataset)},
                 "selected": len(self.selected),
                 "certifier": _describe(self.certifier),
             }
         )
+
+    def _model_header(self) -> dict[str, Any]:
+        meta = self.metadata
+        if self.config.model is None:
+            return {"name": meta.get("model"), "options": meta.get("model_options")}
+        keys = ("factory", "weights", "weights_sha256", "state_sha256", "model_class")
+        adapter = _describe(self.model) if hasattr(self.model, "describe") else None
+        return {"name": self.config.model, "options": None, **{k: meta.get(k) for k in keys},
+                "adapter": adapter}
+
+    def _href_header(self) -> dict[str, Any] | None:
+        role = guards.href_role(list(self.solvers))
+        if role is None:
+            return None
+        solver = _describe(self.solvers[role])
+        source = self.href_source or "the certifier's " + (
+            f"{role} (set by the run)" if self.config.role_given(role) else f"default {role}"
+        )
+        return {"role": role, "solver": solver, "source": source}
 
     def default_out(self) -> Path:
         """``results/<mode>-<local time>[-shard-i-of-n].<format>``."""
@@ -161,7 +200,10 @@ class CertifyPipeline:
 
     def records(self, indices: Sequence[int] | None = None) -> Iterator[dict[str, Any]]:
         """Records for ``indices`` (default: this shard's), without writing anything."""
-        return self.executor.run(self, self.indices if indices is None else list(indices))
+        records = self.executor.run(self, self.indices if indices is None else list(indices))
+        if not self.untrusted:
+            return records
+        return (guards.mark_untrusted(record, self.untrusted) for record in records)
 
     def run(
         self,
@@ -190,7 +232,7 @@ def _describe(component: Any) -> Any:
 
 def build_pipeline(config: CertifyConfig, *, validate_inputs: bool = True) -> CertifyPipeline:
     """Resolve ``config`` and build every component once, validating as early as possible."""
-    opened = open_checkpoint(config.checkpoint_path(), device=resolve_device(config.device))
+    opened = _open_model(config)
     resolved = config.resolve(opened.metadata)
     noise = specs.build("noise", resolved.noise, where="noise")
     slots = roles.solver_roles(resolved.certifier.name)
@@ -200,6 +242,7 @@ def build_pipeline(config: CertifyConfig, *, validate_inputs: bool = True) -> Ce
             solvers[role] = specs.build("solver", spec, where=role)
         elif slots[role].optional and role in resolved.model_fields_set:
             solvers[role] = None  # an optional role switched off
+    resolved, href_source = _model_reference(resolved, opened.model, solvers)
     arguments = _certifier_arguments(resolved, noise, solvers)
     certifier = specs.build("certifier", resolved.certifier, where="certifier", **arguments)
     executor = specs.build("executor", resolved.executor, where="executor")
@@ -219,10 +262,54 @@ def build_pipeline(config: CertifyConfig, *, validate_inputs: bool = True) -> Ce
         shard=shard,
         checkpoint_sha256=opened.sha256,
         metadata=opened.metadata,
+        href_source=href_source,
     )
     if validate_inputs:
         pipeline.validate_inputs()
     return pipeline
+
+
+def _open_model(config: CertifyConfig) -> OpenedCheckpoint:
+    """The run's model: a checkpoint, or the user's ``--model`` factory with ``--weights``."""
+    device = resolve_device(config.device)
+    if config.model is not None:
+        from ..adapters.factory import open_factory
+
+        return open_factory(config.model, config.weights, device)
+    path = config.checkpoint_path()
+    assert path is not None
+    opened = open_checkpoint(path, device=device)
+    check_protocol(opened.model, purpose="serve")
+    return opened
+
+
+def _model_reference(
+    config: CertifyConfig, model: Any, solvers: dict[str, Any]
+) -> tuple[CertifyConfig, str | None]:
+    """Use the model's own reference solver for ``h_ref`` unless the run names one.
+
+    A model offering ``reference_solver_spec()`` (e.g. a TorchDEQ adapter: its own
+    solver settings) defines ``h_ref`` when the ``h_ref`` role was left at the
+    certifier's default, or is set to that same spec; the effective config then
+    records the model's solver (so resuming compares it) and the header its source.
+    """
+    role = guards.href_role(list(solvers))
+    spec_of = getattr(model, "reference_solver_spec", None)
+    own = spec_of() if callable(spec_of) else None
+    if role is None or solvers.get(role) is None or not own:
+        return config, None
+    own = {k: v for k, v in own.items() if k != "source"}
+    spec = specs.parse_spec(own, role)
+    current = config.solver_specs().get(role)
+    same = current is not None and current.name == spec.name and current.options == spec.options
+    if config.role_given(role) and not same:
+        return config, None
+    solvers[role] = model.reference_solver()
+    extras = dict(config.__pydantic_extra__ or {})
+    extras[role] = spec
+    updated = config.model_copy()
+    updated.__pydantic_extra__ = extras
+    return updated, str(getattr(model, "reference_source", "the model's own reference solver"))
 
 
 def _certifier_arguments(
