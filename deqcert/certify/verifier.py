@@ -15,6 +15,7 @@ exact".
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,9 +165,7 @@ def verified_votes(
         z_active, u_active = z[active], u[active]
         budget = max_steps - spent - 1
         if budget > 0 and solver is not None:
-            result = solve_with(
-                solver, lambda q, ua=u_active: model.f(q, ua), z_active, max_iter=budget
-            )
+            result = solve_with(solver, _closed(model, u_active), z_active, max_iter=budget)
             z_active = result.z
             spent += int(result.nfe)
             log.nfe_solver += int(result.nfe) * active.numel()
@@ -182,3 +181,8 @@ def verified_votes(
     log.undecided += int(active.numel())
     log.extra_steps += int(((rounds > 1) & (votes >= 0)).sum())
     return votes, z
+
+
+def _closed(model: Any, u: Tensor) -> Callable[[Tensor], Tensor]:
+    """The map ``z -> model.f(z, u)`` for a fixed injection ``u``."""
+    return lambda z: model.f(z, u)  # type: ignore[no-any-return]
