@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from deqcert import create_certifier, create_model, create_solver
-from deqcert.certify._sampling import batch_sizes
+from deqcert.certify.sampling import batch_sizes
 
 MODELS: dict[str, dict[str, Any]] = {
     "mlpdeq-28": {"name": "mlpdeq", "in_channels": 1, "image_size": 28, "hidden": 128},

@@ -51,6 +51,84 @@ class FixedPointSolver(Protocol):
 
 
 @runtime_checkable
+class BudgetedSolver(FixedPointSolver, Protocol):
+    """Optional: a solver that accepts a per-call step budget, ``solve(f, z0, max_iter=T)``.
+
+    A solver opts in with the class attribute ``accepts_max_iter = True``; its
+    ``solve`` then takes a keyword ``max_iter`` (``None``: its own option) and
+    spends at most ``min(T, its max_iter)`` steps.  Certifiers and the
+    ``chain`` solver cap such solvers (test with :func:`accepts_budget`); other
+    solvers run with their own budget.
+    """
+
+    accepts_max_iter: bool
+
+    def solve(
+        self, f: Callable[[Tensor], Tensor], z0: Tensor, *, max_iter: int | None = None
+    ) -> SolverResult: ...
+
+
+@runtime_checkable
+class MaskedSolver(FixedPointSolver, Protocol):
+    """Optional: a solver that leaves masked samples alone, ``solve(f, z0, frozen=mask)``.
+
+    A solver opts in with the class attribute ``accepts_frozen = True``; its
+    ``solve`` then takes a keyword ``frozen``, a ``(B,)`` bool mask (or None)
+    of samples already done: they keep ``z0``, take no steps and are reported
+    converged.  Test with :func:`accepts_mask`.
+    """
+
+    accepts_frozen: bool
+
+    def solve(
+        self, f: Callable[[Tensor], Tensor], z0: Tensor, *, frozen: Tensor | None = None
+    ) -> SolverResult: ...
+
+
+def accepts_budget(solver: Any) -> bool:
+    """Whether ``solver`` opted into :class:`BudgetedSolver` (``accepts_max_iter = True``)."""
+    return isinstance(solver, BudgetedSolver) and solver.accepts_max_iter is True
+
+
+def accepts_mask(solver: Any) -> bool:
+    """Whether ``solver`` opted into :class:`MaskedSolver` (``accepts_frozen = True``)."""
+    return isinstance(solver, MaskedSolver) and solver.accepts_frozen is True
+
+
+def solve_with(
+    solver: FixedPointSolver,
+    f: Callable[[Tensor], Tensor],
+    z0: Tensor,
+    *,
+    max_iter: int | None = None,
+    frozen: Tensor | None = None,
+) -> SolverResult:
+    """``solver.solve(f, z0)`` with ``max_iter`` and ``frozen`` passed where the solver opts in.
+
+    A solver that does not accept a budget runs with its own ``max_iter``; one
+    that does not accept a mask steps every sample (callers keep only the
+    results of the samples that were not frozen).
+    """
+    extras: dict[str, Any] = {}
+    if max_iter is not None and accepts_budget(solver):
+        extras["max_iter"] = max_iter
+    if frozen is not None and accepts_mask(solver):
+        extras["frozen"] = frozen
+    return solver.solve(f, z0, **extras)
+
+
+@runtime_checkable
+class ShapedModel(Protocol):
+    """Optional: a model that declares the shape of one input, e.g. ``(1, 28, 28)``.
+
+    Inputs are checked against it before any sampling (see
+    :func:`deqcert.certify.base.check_input`).
+    """
+
+    input_shape: tuple[int, ...]
+
+
+@runtime_checkable
 class EquilibriumModel(Protocol):
     """A DEQ: ``logits = readout(z*)`` with ``z* = f(z*, inject(x))``.
 
@@ -209,3 +287,16 @@ class Certifier(Protocol):
     ) -> Prediction: ...
 
     def describe(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class ModelCheckingCertifier(Certifier, Protocol):
+    """Optional: a certifier that can tell up front whether it can certify a model.
+
+    :meth:`check_model` raises a :class:`~deqcert.errors.DeqcertError` (one
+    line) if ``model`` cannot be certified; pipelines call it before writing
+    any output.  The ``verified`` certifier uses it to refuse a model with no
+    contraction bound.
+    """
+
+    def check_model(self, model: Any) -> None: ...

@@ -181,7 +181,7 @@ def test_l1_noise_gives_l1_certificates(name: str, options: dict[str, Any], orac
 
 
 def test_abstain_unless_p_lower_exceeds_one_half() -> None:
-    from deqcert.certify._sampling import decide
+    from deqcert.certify.base import decide
     from deqcert.noise import GaussianNoise
 
     noise = GaussianNoise(sigma=SIGMA)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from deqcert import create_certifier, create_solver
-from deqcert.solvers._common import RowwiseMap, row_evaluations
+from deqcert.solvers.rowwise import RowwiseMap, row_evaluations
 from deqcert.testing.oracles import LinearOracle
 from deqcert.testing.solvers import CountingMap, TanhProblem
 

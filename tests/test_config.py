@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from deqcert import OptionError, registry
-from deqcert.certify._sampling import describe
+from deqcert.certify.base import describe
 from deqcert.config import (
     CertifyConfig,
     TrainConfig,

@@ -12,12 +12,13 @@ from conftest import FAST
 from typer.testing import Result
 
 from deqcert import checkpoint
-from deqcert.certify._sampling import SolverOption, solver_field
+from deqcert.certify.base import solver_field
 from deqcert.certify.vanilla import VanillaCertifier, VanillaOptions
 from deqcert.registry import certifiers, solvers
 from deqcert.results import ResultsWriter, read_results
 from deqcert.run import CertifyConfig
 from deqcert.solvers.naive import NaiveSolver
+from deqcert.specs import SolverOption
 
 
 class CountingSolver(NaiveSolver):

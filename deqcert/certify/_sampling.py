@@ -1,216 +1,47 @@
-"""Machinery shared by the certifiers: component specs, input checks, batched noisy solves.
+"""Old home of the certifiers' shared machinery; re-exports :mod:`.base` and :mod:`.sampling`.
 
-Everything here is per *batch*: noise is drawn for a whole batch on the
-input's device, the batch is solved in one call, and predictions are counted
-with ``bincount`` on the device, so the certifiers' loops run once per batch,
-never once per sample.
+Kept for one release: import from :mod:`deqcert.certify.base` (options, input
+check, decisions, building certificates) and :mod:`deqcert.certify.sampling`
+(batched noisy solves) instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from ..specs import NoiseOption, SolverOption
+from .base import (
+    SmoothingOptions,
+    as_noise,
+    as_solver,
+    check_input,
+    decide,
+    describe,
+    solver_field,
+)
+from .sampling import (
+    SolveLog,
+    batch_sizes,
+    class_counts,
+    evaluating,
+    noisy_batch,
+    solve_batch,
+    solve_injected,
+)
 
-import torch
-from pydantic import Field
-from torch import Tensor
-
-from ..errors import DataError
-from ..models.check import prepare_model
-from ..options import ComponentOptions
-from ..protocols import ABSTAIN, EquilibriumModel, FixedPointSolver, NoiseSampler, SolverResult
-from ..solvers._common import RowwiseMap, row_evaluations
-from ..specs import NoiseOption, SolverOption, as_component, component_field
-
-
-def as_noise(spec: Any) -> NoiseSampler:
-    """A :class:`~deqcert.protocols.NoiseSampler` from an object or a spec."""
-    return as_component("noise", spec)  # type: ignore[no-any-return]
-
-
-def as_solver(spec: Any) -> FixedPointSolver:
-    """A :class:`~deqcert.protocols.FixedPointSolver` from an object or a spec."""
-    return as_component("solver", spec)  # type: ignore[no-any-return]
-
-
-def solver_field(description: str, **options: Any) -> Any:
-    """A solver option defaulting to Anderson with ``options`` (see ``specs.component_field``)."""
-    return component_field("solver", description, {"name": "anderson", **options})
-
-
-class SmoothingOptions(ComponentOptions):
-    """Options every certifier shares: noise, solver, sample sizes, ``alpha`` and batch size.
-
-    A certifier's options model subclasses this one, adds its own options and
-    may re-declare ``solver`` (its default and meaning differ by certifier;
-    here it is the full solve from ``init_state`` that defines ``h_ref``).
-    """
-
-    noise: NoiseOption = Field(description="Noise sampler or {'name': ..., **options} spec.")
-    solver: SolverOption = solver_field(
-        "The solver defining h_ref, run from init_state on every sample.", max_iter=30, tol=1e-3
-    )
-    n0: int = Field(100, ge=1, description="Selection samples.")
-    n: int = Field(10_000, ge=1, description="Estimation samples.")
-    alpha: float = Field(0.001, gt=0, lt=1, description="Total failure probability.")
-    batch_size: int = Field(
-        400, ge=1, description="Noisy samples solved together (serialized: parallel chains)."
-    )
-
-
-def describe(component: Any) -> dict[str, Any]:
-    """``component.describe()`` if it has one, else its class name."""
-    if hasattr(component, "describe"):
-        return dict(component.describe())
-    return {"name": type(component).__name__}
-
-
-def batch_sizes(total: int, batch_size: int) -> Iterator[int]:
-    """Sizes of the batches covering ``total`` samples; the last one may be short."""
-    full, rest = divmod(total, batch_size)
-    yield from [batch_size] * full
-    if rest:
-        yield rest
-
-
-def check_input(model: EquilibriumModel, x: Any, generator: torch.Generator) -> None:
-    """Raise :class:`DataError` unless ``x`` is one finite ``(C, H, W)`` input for ``model``.
-
-    First of all ``model`` must satisfy the protocol (one error naming every missing
-    member); its ``before_certificate`` hook, if any, runs here.
-    """
-    prepare_model(model)
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise DataError(f"the input must be a floating-point tensor, got {_kind(x)}")
-    expected = getattr(model, "input_shape", None)
-    if expected is not None and tuple(x.shape) != tuple(expected):
-        raise DataError(f"expected one input of shape {tuple(expected)}, got {tuple(x.shape)}")
-    if x.dim() < 1:
-        raise DataError("the input must have at least one dimension, e.g. (C, H, W)")
-    if not bool(torch.isfinite(x).all()):
-        raise DataError("the input contains NaN or infinite values")
-    if x.device.type != generator.device.type:
-        raise DataError(
-            f"the input is on {x.device} but the generator on {generator.device}; "
-            "create the generator on the input's device"
-        )
-
-
-def _kind(x: Any) -> str:
-    if isinstance(x, Tensor):
-        return f"a {x.dtype} tensor"
-    return type(x).__name__
-
-
-@contextmanager
-def evaluating(model: Any) -> Iterator[None]:
-    """Evaluation mode and ``torch.inference_mode`` for the block.
-
-    Every submodule's training flag is restored afterwards, exactly as it was.
-    """
-    modules = list(model.modules()) if hasattr(model, "modules") else []
-    modes = [module.training for module in modules]
-    if hasattr(model, "eval"):
-        model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        for module, mode in zip(modules, modes, strict=True):
-            module.training = mode
-
-
-def noisy_batch(x: Tensor, noise: NoiseSampler, size: int, generator: torch.Generator) -> Tensor:
-    """``size`` noisy copies ``x + e_j`` of ``x``, with the noise drawn on ``x``'s device."""
-    e = noise.sample((size, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
-    return e.add_(x)
-
-
-def solve_batch(
-    model: EquilibriumModel, solver: FixedPointSolver, xb: Tensor, z0: Tensor | None = None
-) -> tuple[Tensor, SolverResult]:
-    """Predicted classes ``(B,)`` of the batch ``xb`` and the solver's result.
-
-    The solve starts from ``z0`` when given (a chain's state), else from
-    ``model.init_state(u)`` (the zero start that defines ``h_ref``).
-    """
-    return solve_injected(model, solver, model.inject(xb), z0)
-
-
-def solve_injected(
-    model: EquilibriumModel, solver: FixedPointSolver, u: Tensor, z0: Tensor | None = None
-) -> tuple[Tensor, SolverResult]:
-    """:func:`solve_batch` from the injections ``u = model.inject(xb)``, already computed.
-
-    The map handed to the solver is a :class:`~deqcert.solvers._common.RowwiseMap`
-    over ``u``: the model runs in eval mode (see :func:`evaluating`), so its rows
-    do not interact, and a solver with ``compact=True`` may evaluate it on the
-    unconverged rows only.  Plain solvers just call it on the batch.
-    """
-    start = model.init_state(u) if z0 is None else z0
-    result = solver.solve(RowwiseMap(model.f, u), start)
-    return model.readout(result.z).argmax(dim=1), result
-
-
-def decide(candidate: int, p_lower: float, noise: NoiseSampler) -> tuple[int, float]:
-    """``(prediction, radius)``: abstain (``ABSTAIN``, 0) unless ``p_lower > 1/2``.
-
-    At ``p_lower = 1/2`` exactly a tie with another class is not excluded, so
-    nothing is certified (certification.md says ``< 1/2``; this is the strict side).
-    """
-    if p_lower > 0.5:
-        return candidate, float(noise.radius(p_lower))
-    return ABSTAIN, 0.0
-
-
-def class_counts(predictions: Tensor, num_classes: int) -> Tensor:
-    """``(num_classes,)`` counts of each class among ``predictions``."""
-    return torch.bincount(predictions, minlength=num_classes)
-
-
-@dataclass
-class SolveLog:
-    """Running totals of one kind of solve: samples, NFE and unconverged samples.
-
-    NFE is counted per sample: ``result.nfe * batch``, or the rows actually
-    evaluated when the solver compacted the batch (see
-    :func:`~deqcert.solvers._common.row_evaluations`).  The unconverged count
-    stays on the device until :meth:`summary`, so logging never synchronises.
-    """
-
-    samples: int = 0
-    nfe: int = 0
-    _unconverged: Tensor | int = field(default=0, repr=False)
-
-    def add(self, result: SolverResult, batch: int) -> None:
-        self.samples += batch
-        self.nfe += row_evaluations(result, batch)
-        self._unconverged = self._unconverged + (~result.converged).sum()
-
-    @classmethod
-    def merged(cls, *logs: SolveLog) -> SolveLog:
-        """One log with the totals of ``logs``."""
-        out = cls()
-        for log in logs:
-            out.samples += log.samples
-            out.nfe += log.nfe
-            out._unconverged = out._unconverged + log._unconverged
-        return out
-
-    @property
-    def unconverged(self) -> int:
-        return int(self._unconverged)
-
-    @property
-    def unconverged_fraction(self) -> float:
-        return self.unconverged / self.samples if self.samples else 0.0
-
-    def summary(self) -> dict[str, float | int]:
-        return {
-            "samples": self.samples,
-            "nfe": self.nfe,
-            "unconverged": self.unconverged,
-            "unconverged_fraction": self.unconverged_fraction,
-        }
+__all__ = [
+    "NoiseOption",
+    "SmoothingOptions",
+    "SolveLog",
+    "SolverOption",
+    "as_noise",
+    "as_solver",
+    "batch_sizes",
+    "check_input",
+    "class_counts",
+    "decide",
+    "describe",
+    "evaluating",
+    "noisy_batch",
+    "solve_batch",
+    "solve_injected",
+    "solver_field",
+]

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..errors import DataError, OptionError
 from ..protocols import ABSTAIN, Certificate, Certifier, EquilibriumModel, Prediction
+from .base import check_input
 
 Mode = Literal["certify", "predict"]
 
@@ -117,14 +118,7 @@ def _load(dataset: Any, index: int, model: Any) -> tuple[Tensor, int]:
             f"dataset index {index}: expected an (x, label) pair, got {type(item).__name__}"
         )
     x, label = item
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise DataError(f"dataset index {index}: x must be a float tensor, got {type(x).__name__}")
-    expected = getattr(model, "input_shape", None)
-    if x.dim() != 3 or (expected is not None and tuple(x.shape) != tuple(expected)):
-        want = tuple(expected) if expected is not None else "(C, H, W)"
-        raise DataError(f"dataset index {index}: expected x of shape {want}, got {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise DataError(f"dataset index {index}: x contains NaN or infinite values")
+    check_input(model, x, where=f"dataset index {index}", ndim=3)
     return x, int(label)
 
 

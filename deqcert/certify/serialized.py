@@ -48,23 +48,25 @@ from torch import Tensor
 
 from ..options import Configurable
 from ..protocols import Certificate, EquilibriumModel, FixedPointSolver, Prediction
+from ..specs import SolverOption
 from . import bounds
-from ._sampling import (
+from .base import (
     SmoothingOptions,
-    SolveLog,
-    SolverOption,
-    batch_sizes,
-    check_input,
-    class_counts,
-    decide,
+    binomial_prediction,
+    build_certificate,
+    check_call,
     describe,
-    evaluating,
-    noisy_batch,
-    solve_batch,
-    solve_injected,
     solver_field,
 )
-from .vanilla import binomial_prediction
+from .chains import advance_chains, anchor_state, chain_starts
+from .sampling import (
+    SolveLog,
+    batch_sizes,
+    class_counts,
+    evaluating,
+    noisy_batch,
+    solve_injected,
+)
 
 BOUND_NOTES: dict[str, str] = {
     "sound": "sound: hypergeometric bound on mismatches + Clopper-Pearson",
@@ -161,21 +163,6 @@ class _ReferenceSolves:
         self.predictions.append(predictions)
 
 
-def _chain_starts(chains: Tensor, size: int) -> Tensor:
-    """Starting states for a batch of ``size``: chain ``j`` for row ``j`` (repeated if short)."""
-    if chains.shape[0] >= size:
-        return chains[:size]
-    rows = torch.arange(size, device=chains.device) % chains.shape[0]
-    return chains[rows]
-
-
-def _advance(chains: Tensor, states: Tensor) -> Tensor:
-    """Chains after a batch: the first rows take the batch's final ``states``."""
-    if states.shape[0] >= chains.shape[0]:
-        return states
-    return torch.cat([states, chains[states.shape[0] :]])
-
-
 class SerializedCertifier(Configurable):
     """SRS around ``h_ref``: cheap warm-started chains, certified with a reference subset.
 
@@ -203,7 +190,7 @@ class SerializedCertifier(Configurable):
         ``1 - alpha`` whatever the chains do.
         """
         start = time.perf_counter()
-        check_input(model, x, generator)
+        check_call(model, x, generator)
         o = self.options
         logs = {name: SolveLog() for name in ("chains", "warmup", "anchor", "reference")}
         subset = self._reference_subset(generator)  # fixed before any noise is drawn
@@ -220,27 +207,20 @@ class SerializedCertifier(Configurable):
         counts["selection_A"] = int((selected == candidate).sum())
         p_lower, details = self._bound(counts)
         counts.update({k: v for k, v in details.items() if isinstance(v, int)})
-        prediction, radius = decide(candidate, p_lower, o.noise)
         serial_log = SolveLog.merged(logs["chains"], logs["warmup"])
-        return Certificate(
-            prediction=prediction,
-            radius=radius,
+        return build_certificate(
+            o,
+            candidate=candidate,
             p_lower=p_lower,
             counts=counts,
-            n0=o.n0,
-            n=o.n,
-            alpha=o.alpha,
             alpha_split=bounds.split_alpha(o.alpha, o.alpha_split),
             bound=o.bound,
             sound=o.bound == "sound",
-            noise=describe(o.noise),
-            norm=o.noise.norm,
             solvers=self._solvers(),
             nfe=sum(log.nfe for log in logs.values()),
-            seconds=time.perf_counter() - start,
+            started=start,
             unconverged_fraction=serial_log.unconverged_fraction,
             extra={
-                "candidate": candidate,
                 "bound_note": BOUND_NOTES[o.bound],
                 "chain_start": o.chain_start,
                 "batch_size": o.batch_size,
@@ -262,7 +242,7 @@ class SerializedCertifier(Configurable):
         starts like ``warmup`` here: PREDICT has a single stage.)
         """
         start = time.perf_counter()
-        check_input(model, x, generator)
+        check_call(model, x, generator)
         o = self.options
         logs = {name: SolveLog() for name in ("chains", "warmup", "anchor")}
         with evaluating(model):
@@ -299,7 +279,7 @@ class SerializedCertifier(Configurable):
 
     def _anchor(self, model: EquilibriumModel, x: Tensor, logs: dict[str, SolveLog]) -> Tensor:
         """The clean input's fixed point under ``reference_solver`` (``chain_start='anchor'``)."""
-        _, result = solve_batch(model, self.options.reference_solver, x.unsqueeze(0))
+        result = anchor_state(model, self.options.reference_solver, x)
         logs["anchor"].add(result, 1)
         return result.z
 
@@ -331,9 +311,9 @@ class SerializedCertifier(Configurable):
                 logs["warmup"].add(result, size)
                 chains = result.z
             else:
-                y_m, result = solve_injected(model, o.solver, u, _chain_starts(chains, size))
+                y_m, result = solve_injected(model, o.solver, u, chain_starts(chains, size))
                 logs["chains"].add(result, size)
-                chains = _advance(chains, result.z)
+                chains = advance_chains(chains, result.z)
             predictions.append(y_m)
             if reference is not None and subset is not None:
                 lo, hi = slices[batch]

@@ -20,20 +20,16 @@ import torch
 from torch import Tensor
 
 from ..options import Configurable
-from ..protocols import ABSTAIN, Certificate, EquilibriumModel, Prediction
+from ..protocols import Certificate, EquilibriumModel, Prediction
 from . import bounds
-from ._sampling import (
+from .base import (
     SmoothingOptions,
-    SolveLog,
-    batch_sizes,
-    check_input,
-    class_counts,
-    decide,
+    binomial_prediction,
+    build_certificate,
+    check_call,
     describe,
-    evaluating,
-    noisy_batch,
-    solve_batch,
 )
+from .sampling import SolveLog, batch_sizes, class_counts, evaluating, noisy_batch, solve_batch
 
 
 class VanillaOptions(SmoothingOptions):
@@ -62,26 +58,16 @@ class VanillaCertifier(Configurable):
         candidate = int(selection.argmax())
         n_a = int(estimation[candidate])
         p_lower = bounds.clopper_pearson_lower(n_a, o.n, o.alpha)
-        prediction, radius = decide(candidate, p_lower, o.noise)
-        return Certificate(
-            prediction=prediction,
-            radius=radius,
+        return build_certificate(
+            o,
+            candidate=candidate,
             p_lower=p_lower,
             counts={"n_A": n_a, "n0_A": int(selection[candidate])},
-            n0=o.n0,
-            n=o.n,
-            alpha=o.alpha,
-            alpha_split={"clopper_pearson": o.alpha},
-            bound="clopper-pearson",
-            sound=True,
-            noise=describe(o.noise),
-            norm=o.noise.norm,
             solvers={"solver": describe(o.solver)},
             nfe=log.nfe,
-            seconds=time.perf_counter() - start,
+            started=start,
             unconverged_fraction=log.unconverged_fraction,
             extra={
-                "candidate": candidate,
                 "selection_counts": selection.tolist(),
                 "estimation_counts": estimation.tolist(),
                 "batch_size": o.batch_size,
@@ -109,7 +95,7 @@ class VanillaCertifier(Configurable):
         self, model: EquilibriumModel, x: Tensor, generator: torch.Generator, *stages: int
     ) -> tuple[list[Tensor], SolveLog]:
         """Check the input, then class counts of fresh draws for each stage size, in order."""
-        check_input(model, x, generator)
+        check_call(model, x, generator)
         log = SolveLog()
         with evaluating(model):
             counts = [self._sample_counts(model, x, num, generator, log) for num in stages]
@@ -133,34 +119,3 @@ class VanillaCertifier(Configurable):
             log.add(result, size)
         return counts
 
-
-def binomial_prediction(
-    counts: Tensor,
-    n: int,
-    alpha: float,
-    log: SolveLog,
-    seconds: float,
-    extra: dict[str, Any],
-) -> Prediction:
-    """Cohen et al.'s PREDICT decision from class counts (shared with the serialized certifier)."""
-    top2 = torch.topk(counts, k=min(2, counts.numel()))
-    n1 = int(top2.values[0])
-    n2 = int(top2.values[1]) if counts.numel() > 1 else 0
-    top = int(top2.indices[0])
-    p_value = bounds.binomial_test_pvalue(n1, n1 + n2)
-    return Prediction(
-        prediction=top if p_value <= alpha else ABSTAIN,
-        counts={"n1": n1, "n2": n2},
-        p_value=p_value,
-        n=n,
-        alpha=alpha,
-        nfe=log.nfe,
-        seconds=seconds,
-        extra={
-            "top": top,
-            "runner_up": int(top2.indices[1]) if counts.numel() > 1 else None,
-            "class_counts": counts.tolist(),
-            "unconverged_fraction": log.unconverged_fraction,
-            **extra,
-        },
-    )

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .. import specs
+from ..certify.base import check_input
 from ..checkpoint import OpenedCheckpoint, open_checkpoint
 from ..data.selection import select_indices
 from ..errors import DataError, DeqcertError
 from ..models.check import check_model as check_protocol
+from ..protocols import ModelCheckingCertifier
 from ..results import ResultsWriter, infer_format, to_jsonable
 from . import guards, roles
 from .resolve import resolve_device
@@ -74,28 +76,20 @@ class CertifyPipeline:
 
     # -- validation ----------------------------------------------------------
     def validate_inputs(self, indices: Sequence[int] | None = None) -> None:
-        """Check every input: a finite ``(C, H, W)`` tensor the model accepts, a known label."""
+        """Check every input (:func:`~deqcert.certify.base.check_input`), then the model.
+
+        Each input must be a finite ``(C, H, W)`` float tensor of the model's
+        shape with a label the model knows; a certifier that can check a model
+        (:class:`~deqcert.protocols.ModelCheckingCertifier`, e.g. ``verified``)
+        then checks it, and one clean forward pass must succeed.
+        """
         indices = self.indices if indices is None else indices
-        expected = getattr(self.model, "input_shape", None)
-        expected = tuple(expected) if expected is not None else None
-        num_classes = getattr(self.model, "num_classes", None)
         for index in indices:
             x, label = self.dataset[index]
             where = f"input {index} of dataset '{self.config.dataset.name}'"
-            if not isinstance(x, torch.Tensor) or x.ndim != 3:
-                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-                raise DataError(f"{where} is {shape}; expected a (C, H, W) image tensor")
-            if not bool(torch.isfinite(x).all()):
-                raise DataError(f"{where} contains NaN or infinite values; inputs must be finite")
-            if expected is not None and tuple(x.shape) != expected:
-                raise DataError(
-                    f"{where} has shape {tuple(x.shape)} but the model expects {expected}"
-                )
-            if isinstance(num_classes, int) and not 0 <= int(label) < num_classes:
-                raise DataError(f"{where} has label {label}; the model has {num_classes} classes")
-        check_model = getattr(self.certifier, "check_model", None)
-        if callable(check_model):  # e.g. `verified` refuses a model with no contraction bound
-            check_model(self.model)
+            check_input(self.model, x, label=label, where=where, ndim=3)
+        if isinstance(self.certifier, ModelCheckingCertifier):
+            self.certifier.check_model(self.model)
         if indices:
             self._probe(indices[0])
             self.guard_solvers(indices)

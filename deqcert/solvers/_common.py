@@ -1,381 +1,47 @@
-"""Shared machinery of the batched fixed-point solvers.
+"""Old home of the solvers' shared machinery; re-exports the modules that replaced it.
 
-Every built-in iterative solver is the same loop (:func:`iterate`) around a
-solver-specific *update rule*; the loop owns everything the solvers have in
-common: residuals, per-sample stopping and freezing, NFE and step counting,
-and building the :class:`~deqcert.protocols.SolverResult`.
-
-Semantics (identical for every solver built on :func:`iterate`):
-
-* One **step** is one evaluation of ``f`` on the whole batch followed by one
-  update.  ``max_iter=T`` allows ``T`` steps, so ``nfe <= T``.
-* At step ``k`` the loop evaluates ``f(z_k)`` and measures each sample's
-  residual ``r = ||f(z_k) - z_k||`` (``"abs"``) or
-  ``r / (||f(z_k)|| + REL_EPS)`` (``"rel"``), norms over all non-batch dims.
-* A sample with ``r <= tol`` is **converged**: its returned state is
-  ``f(z_k)`` (already computed, so it costs nothing), it is frozen (its state
-  never changes again) and it stops counting steps.  A warm start at the fixed
-  point therefore finishes after exactly one step and one evaluation.
-* The other samples take the solver's update to ``z_{k+1}``.  A sample still
-  unconverged after ``T`` steps returns its last update ``z_T``; its reported
-  residual is the last one measured (that of ``z_{T-1}``).
-* ``steps`` counts the evaluations each sample took part in until it
-  converged; the loop stops once every sample has converged.
-
-**Compaction** (option ``compact``, on by default).  Frozen samples still cost a row of
-every batched evaluation of ``f``.  When ``f`` is a :class:`RowwiseMap` (its
-rows do not interact, e.g. a DEQ in eval mode closed over its injection ``u``)
-and the update rule supports it, the loop drops finished rows from the working
-set once a quarter of it has converged (:data:`COMPACT_SHARE`): ``f`` and the
-update then run on the unfinished rows only.  The results are the same as
-without compaction (up to floating-point differences between batch sizes); NFE
-still counts calls of ``f``, and :attr:`IterationResult.evaluations` counts
-the rows actually evaluated.  Any other callable is evaluated on the whole
-batch, as before.
+Kept for one release.  Use :mod:`deqcert.solvers.loop` (the iteration loop and
+stop rules), :mod:`deqcert.solvers.rowwise` (:class:`RowwiseMap`,
+:func:`row_evaluations`) and :mod:`deqcert.solvers.base` (:class:`SolverBase`,
+:class:`IterativeSolver`).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
-
-import torch
-from pydantic import Field
-from torch import Tensor
-
-from ..options import ComponentOptions, Configurable
-from ..protocols import SolverResult
-from ._workspace import Workspace
-
-REL_EPS = 1e-9
-"""Added to ``||f(z)||`` in ``"rel"`` mode to avoid 0/0 (the same value as TorchDEQ)."""
-
-COMPACT_SHARE = 0.25
-"""With ``compact=True``, the working set shrinks once this share of it is finished.
-
-Shrinking copies the unfinished rows of the iterate and of the update's history
-(for Anderson ``2 m + 1`` rows of state per sample), far cheaper than
-evaluating ``f`` on a row, so a quarter of the rows idle is already worth it.
-"""
-
-StopMode = Literal["abs", "rel"]
-Map = Callable[[Tensor], Tensor]
-
-
-class SolverOptions(ComponentOptions):
-    """Options every built-in iterative solver accepts."""
-
-    max_iter: int = Field(30, ge=1, description="Maximum number of steps (evaluations of f).")
-    tol: float = Field(1e-3, gt=0, description="Per-sample residual tolerance.")
-    stop_mode: StopMode = Field("rel", description="'abs': ||f(z)-z||; 'rel': divided by ||f(z)||.")
-    compact: bool = Field(
-        True,
-        description="Evaluate a RowwiseMap f on the unconverged rows only (same results, less f).",
-    )
-
-
-class RowwiseMap:
-    """The map ``z -> fn(z, *rows)`` of a batch whose rows do not interact.
-
-    ``rows`` are per-sample tensors with the batch as first dimension (e.g. a
-    DEQ's input injection ``u``).  Calling it is calling ``fn`` on the whole
-    batch, so it can be passed to any solver; solvers built with
-    ``compact=True`` also use :meth:`restrict` to evaluate it on the rows that
-    are not finished.  Wrap only maps whose output row ``i`` depends on input
-    row ``i`` alone (a model in eval mode: no batch statistics).
-    """
-
-    def __init__(self, fn: Callable[..., Tensor], *rows: Tensor) -> None:
-        self.fn = fn
-        self.rows = rows
-
-    def __call__(self, z: Tensor) -> Tensor:
-        return self.fn(z, *self.rows)
-
-    def restrict(self, index: Tensor) -> RowwiseMap:
-        """The same map for the batch rows ``index`` (a 1-D index tensor) only."""
-        return RowwiseMap(self.fn, *(t.index_select(0, index) for t in self.rows))
-
-
-@dataclass
-class IterationResult(SolverResult):
-    """A :class:`~deqcert.protocols.SolverResult` that also counts evaluated rows.
-
-    ``evaluations`` is the number of per-sample evaluations of ``f``: ``nfe``
-    times the batch size, unless compaction evaluated fewer rows.
-    """
-
-    evaluations: int = -1
-
-
-def row_evaluations(result: SolverResult, batch: int) -> int:
-    """Per-sample evaluations of ``f`` behind ``result`` (``nfe * batch`` unless it says less)."""
-    evaluations = getattr(result, "evaluations", -1)
-    return int(evaluations) if evaluations >= 0 else int(result.nfe) * batch
-
-
-def flat_norm(x: Tensor) -> Tensor:
-    """Per-sample Euclidean norm of a ``(B, D)`` tensor, shape ``(B,)``."""
-    return torch.linalg.vector_norm(x, dim=1)
-
-
-def residual(g: Tensor, fz: Tensor, stop_mode: str) -> Tensor:
-    """Per-sample residual from ``g = f(z) - z`` and ``f(z)``, both ``(B, D)``."""
-    r = flat_norm(g)
-    if stop_mode == "rel":
-        r = r / (flat_norm(fz) + REL_EPS)
-    return r
-
-
-def solve_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Dtype for the small linear-algebra problems (half precision is promoted)."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-def finite_rows(x: Tensor) -> Tensor:
-    """``(B,)`` mask of the rows of a ``(B, D)`` tensor that are entirely finite.
-
-    Checks the row sums (NaN and inf propagate into them), one pass instead of
-    several; a finite row whose sum overflows is (harmlessly) reported too.
-    """
-    return torch.isfinite(x.sum(dim=1))
-
-
-def batched_dots(mat: Tensor, vec: Tensor) -> Tensor:
-    """``(B, n, D) . (B, D) -> (B, n)``: the dot product of ``vec`` with each row of ``mat``.
-
-    Written as ``vec^T mat^T``: on CPU this is an order of magnitude faster
-    than the equivalent ``mat @ vec`` batched matrix-vector product.
-    """
-    return torch.bmm(vec.unsqueeze(1), mat.transpose(1, 2)).squeeze(1)
-
-
-def batched_combination(coef: Tensor, mat: Tensor) -> Tensor:
-    """``(B, n) , (B, n, D) -> (B, D)``: ``sum_i coef_i mat_i`` per sample."""
-    return torch.bmm(coef.to(mat.dtype).unsqueeze(1), mat).squeeze(1)
-
-
-def check_state(z0: Tensor) -> None:
-    """Reject a starting point that is not a non-empty batch ``(B, ...)``."""
-    if z0.dim() < 1 or z0.shape[0] == 0:
-        raise ValueError(f"z0 must have shape (B, ...) with B >= 1, got {tuple(z0.shape)}")
-
-
-class UpdateRule:
-    """A solver's update: maps the current iterate to the next one.
-
-    Called once per step with flat ``(B, D)`` tensors ``z`` (the iterate),
-    ``fz = f(z)`` and ``g = fz - z``, and the 0-based step index ``k``.  The
-    loop masks frozen samples afterwards, so a rule may compute garbage for
-    them but must return finite values for finite active inputs (fall back to
-    a plain step where its own update is not finite).  ``g`` may live in a
-    scratch buffer: it stays valid until the end of the *next* call, no longer.
-    The returned tensor must not alias scratch space (it may be ``fz``).
-
-    Rules with ``compactable = True`` implement :meth:`restrict`, which the
-    loop calls (with ``compact=True``) to drop finished rows from their state.
-    """
-
-    compactable: ClassVar[bool] = False
-
-    def __call__(self, k: int, z: Tensor, fz: Tensor, g: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def restrict(self, index: Tensor) -> None:
-        """Keep only the per-sample state of rows ``index`` of the current working set."""
-        raise NotImplementedError
-
-
-def iterate(
-    f: Map,
-    z0: Tensor,
-    options: SolverOptions,
-    update: UpdateRule,
-    *,
-    frozen: Tensor | None = None,
-    max_iter: int | None = None,
-    workspace: Workspace | None = None,
-) -> IterationResult:
-    """Run the batched fixed-point loop described in the module docstring.
-
-    Args:
-        f: the map, called on ``(B, ...)`` tensors shaped like ``z0`` (on fewer
-            rows only if it is a :class:`RowwiseMap` and ``options.compact``).
-        z0: ``(B, ...)`` starting point (warm start).
-        options: ``max_iter``, ``tol``, ``stop_mode`` and ``compact``.
-        update: the solver's update rule.
-        frozen: optional ``(B,)`` bool mask of samples that are already done:
-            they keep ``z0``, take no steps and count as converged.
-        max_iter: optional tighter step budget (``min`` with the option).
-        workspace: where to keep the residual buffers between calls.
-    """
-    check_state(z0)
-    shape = z0.shape
-    batch = shape[0]
-    device = z0.device
-    budget = options.max_iter if max_iter is None else min(options.max_iter, max_iter)
-    tol = options.tol
-    compact = (
-        bool(getattr(options, "compact", False))
-        and isinstance(f, RowwiseMap)
-        and update.compactable
-    )
-    z = z0.reshape(batch, -1)
-    if frozen is None:
-        done = torch.zeros(batch, dtype=torch.bool, device=device)
-    else:
-        done = frozen.to(device=device, dtype=torch.bool).clone()
-    done_idx = done.nonzero().squeeze(1)  # rows whose state is final
-    n_done = done_idx.numel()
-    steps = torch.zeros(batch, dtype=torch.long, device=device)
-    res = torch.full((batch,), math.inf, dtype=z.dtype, device=device)
-    nfe = evaluations = 0
-    # z, done, steps and res describe the working rows; out holds the whole batch
-    # once compaction has dropped rows (out.rows: batch index of each working row)
-    out: _Compacted | None = None
-    for k in range(budget):
-        width = z.shape[0]
-        if n_done == width:
-            break
-        if compact and n_done >= COMPACT_SHARE * width:
-            keep = (~done).nonzero().squeeze(1)
-            if out is None:
-                out = _Compacted(z, steps, res, done, keep)
-            else:
-                out.drop(z, steps, res, done, keep)
-            z, steps, res = z.index_select(0, keep), steps[keep], res[keep]
-            done = torch.zeros(keep.numel(), dtype=torch.bool, device=device)
-            done_idx, n_done, width = keep[:0], 0, keep.numel()
-            f = f.restrict(keep)  # type: ignore[attr-defined]
-            update.restrict(keep)
-        fz = f(z.view(width, *shape[1:])).reshape(width, -1)
-        nfe += 1
-        evaluations += width
-        if workspace is None or fz.requires_grad:
-            g = fz - z
-        else:  # two alternating buffers: the rule may still read the previous g
-            g = torch.sub(fz, z, out=workspace.get(f"g{k % 2}", tuple(fz.shape), fz))
-        r = residual(g, fz, options.stop_mode)
-        active = ~done
-        steps += active
-        res = torch.where(active, r, res)
-        newly = active & (r <= tol)
-        new_idx = newly.nonzero().squeeze(1)
-        if new_idx.numel() == width - n_done:  # everyone is done: no update needed
-            z = z.index_copy(0, new_idx, fz.index_select(0, new_idx))
-            done |= newly
-            break
-        z_next = update(k, z, fz, g)
-        if n_done or new_idx.numel():
-            # frozen rows keep their state and the newly converged take f(z);
-            # copy if z_next shares memory with f's output or the iterate (not ours)
-            if _shares_memory(z_next, fz, z):
-                z_next = z_next.clone()
-            z_next.index_copy_(0, done_idx, z.index_select(0, done_idx))
-            z_next.index_copy_(0, new_idx, fz.index_select(0, new_idx))
-            if new_idx.numel():
-                done |= newly
-                done_idx = done.nonzero().squeeze(1)
-                n_done = done_idx.numel()
-        z = z_next
-    if out is not None:
-        z, steps, res, done = out.finish(z, steps, res, done)
-    return IterationResult(
-        z=z.view(shape),
-        nfe=nfe,
-        residual=res,
-        steps=steps,
-        converged=done,
-        evaluations=evaluations,
-    )
-
-
-def _shares_memory(x: Tensor, *others: Tensor) -> bool:
-    """Whether ``x`` lives in the storage of any of ``others``."""
-    ptr = x.untyped_storage().data_ptr()
-    return any(ptr == other.untyped_storage().data_ptr() for other in others)
-
-
-class _Compacted:
-    """The whole batch's final states and statistics while the loop runs on fewer rows."""
-
-    def __init__(self, z: Tensor, steps: Tensor, res: Tensor, done: Tensor, keep: Tensor) -> None:
-        # the loop replaces (never modifies) these tensors from now on, except z,
-        # which may be f's own output: copy it
-        self.z, self.steps, self.res, self.done = z.clone(), steps, res, done
-        self.rows = keep
-
-    def drop(self, z: Tensor, steps: Tensor, res: Tensor, done: Tensor, keep: Tensor) -> None:
-        """Record the working rows' current values, then keep working on rows ``keep``."""
-        self._store(z, steps, res, done)
-        self.rows = self.rows[keep]
-
-    def finish(
-        self, z: Tensor, steps: Tensor, res: Tensor, done: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The whole batch's ``(z, steps, residual, converged)``."""
-        self._store(z, steps, res, done)
-        return self.z, self.steps, self.res, self.done
-
-    def _store(self, z: Tensor, steps: Tensor, res: Tensor, done: Tensor) -> None:
-        self.z.index_copy_(0, self.rows, z)
-        self.steps.index_copy_(0, self.rows, steps)
-        self.res.index_copy_(0, self.rows, res)
-        self.done.index_copy_(0, self.rows, done)
-
-
-class SolverBase(Configurable):
-    """Base of the built-in solvers.
-
-    Besides the protocol's ``solve(f, z0)`` they accept two keyword extras,
-    used by the chain solver: ``frozen``, a ``(B,)`` mask of samples already
-    done (kept as they are, no steps, reported converged with an infinite
-    residual), and ``max_iter``, a tighter step budget for this call.
-    """
-
-    Options: ClassVar[type[ComponentOptions]] = SolverOptions
-    options: Any
-
-    def solve(
-        self,
-        f: Map,
-        z0: Tensor,
-        *,
-        frozen: Tensor | None = None,
-        max_iter: int | None = None,
-    ) -> SolverResult:
-        """Solve ``z = f(z)`` for the batch ``z0`` (semantics: :mod:`deqcert.solvers._common`)."""
-        check_state(z0)
-        return self._solve(f, z0, frozen, self.budget(max_iter))
-
-    def _solve(self, f: Map, z0: Tensor, frozen: Tensor | None, budget: int) -> SolverResult:
-        """Solve a checked ``z0`` in at most ``budget`` steps (``frozen``: see :meth:`solve`)."""
-        raise NotImplementedError
-
-    def budget(self, max_iter: int | None) -> int:
-        """The step budget of one call: the option, capped by ``max_iter`` if given."""
-        limit: int = self.options.max_iter
-        return limit if max_iter is None else min(limit, max_iter)
-
-
-class IterativeSolver(SolverBase):
-    """A solver defined by its update rule, run by :func:`iterate`."""
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self.workspace = Workspace()
-
-    def make_update(self, z0: Tensor, max_iter: int) -> UpdateRule:
-        """A fresh update rule for a solve from flat ``(B, D)`` ``z0`` of ``max_iter`` steps.
-
-        Rules take their history buffers from ``self.workspace``.
-        """
-        raise NotImplementedError
-
-    def _solve(self, f: Map, z0: Tensor, frozen: Tensor | None, budget: int) -> SolverResult:
-        update = self.make_update(z0.reshape(z0.shape[0], -1), budget)
-        return iterate(
-            f, z0, self.options, update, frozen=frozen, max_iter=budget, workspace=self.workspace
-        )
+from ._linalg import batched_combination, batched_dots, finite_rows, flat_norm, solve_dtype
+from .base import IterativeSolver, SolverBase
+from .loop import (
+    COMPACT_SHARE,
+    REL_EPS,
+    IterationResult,
+    Map,
+    SolverOptions,
+    StopMode,
+    UpdateRule,
+    check_state,
+    iterate,
+    residual,
+)
+from .rowwise import RowwiseMap, row_evaluations
+
+__all__ = [
+    "COMPACT_SHARE",
+    "REL_EPS",
+    "IterationResult",
+    "IterativeSolver",
+    "Map",
+    "RowwiseMap",
+    "SolverBase",
+    "SolverOptions",
+    "StopMode",
+    "UpdateRule",
+    "batched_combination",
+    "batched_dots",
+    "check_state",
+    "finite_rows",
+    "flat_norm",
+    "iterate",
+    "residual",
+    "row_evaluations",
+    "solve_dtype",
+]

@@ -25,15 +25,10 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from ._common import (
-    IterativeSolver,
-    SolverOptions,
-    UpdateRule,
-    batched_dots,
-    finite_rows,
-    solve_dtype,
-)
+from ._linalg import batched_dots, finite_rows, solve_dtype
 from ._workspace import Workspace
+from .base import IterativeSolver
+from .loop import SolverOptions, UpdateRule
 
 
 class BroydenOptions(SolverOptions):

@@ -3,9 +3,10 @@
 Stage 1 runs on the whole batch; a sample it does not converge continues with
 stage 2 from its current state, and so on.  Converged samples stay frozen.
 ``max_iter`` is the step budget of the whole chain: a stage runs at most its
-own ``max_iter`` and at most what the earlier stages left (a stage that is not
-a deqcert solver cannot be capped: it runs on the whole batch with its own
-budget and only its results for unfinished samples are kept).  NFE and
+own ``max_iter`` and at most what the earlier stages left.  A stage that does
+not opt into :class:`~deqcert.protocols.BudgetedSolver` cannot be capped, and
+one that does not opt into :class:`~deqcert.protocols.MaskedSolver` steps the
+whole batch: only its results for unfinished samples are kept.  NFE and
 per-sample steps are summed over the stages.
 """
 
@@ -19,8 +20,10 @@ from pydantic import Field, field_validator
 from torch import Tensor
 
 from ..errors import OptionError
-from ..protocols import FixedPointSolver, SolverResult
-from ._common import IterationResult, Map, SolverBase, SolverOptions, row_evaluations
+from ..protocols import FixedPointSolver, SolverResult, solve_with
+from .base import SolverBase
+from .loop import IterationResult, Map, SolverOptions
+from .rowwise import row_evaluations
 
 DEFAULT_STAGES: list[Any] = [{"name": "anderson", "max_iter": 20}, {"name": "naive"}]
 
@@ -97,10 +100,9 @@ class ChainSolver(SolverBase):
         for stage in self.stages:
             if remaining <= 0 or bool(done.all()):
                 break
-            if isinstance(stage, SolverBase):
-                r = stage.solve(f, z, frozen=done, max_iter=remaining)
-            else:  # a plugin solver: it runs on everything, its own budget
-                r = stage.solve(f, z)
+            # capped and masked where the stage opts in (BudgetedSolver, MaskedSolver);
+            # otherwise it runs on everything with its own budget
+            r = solve_with(stage, f, z, max_iter=remaining, frozen=done)
             active = ~done
             z = torch.where(active.view(mask_shape), r.z, z)
             steps = steps + torch.where(active, r.steps.to(steps.device), 0)

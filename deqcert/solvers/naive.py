@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from torch import Tensor
 
-from ._common import IterativeSolver, SolverOptions, UpdateRule
+from .base import IterativeSolver
+from .loop import SolverOptions, UpdateRule
 
 
 class NaiveOptions(SolverOptions):

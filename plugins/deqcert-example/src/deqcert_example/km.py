@@ -6,7 +6,7 @@ any ``alpha`` in ``(0, 1)``, even where the plain iteration ``z <- f(z)``
 oscillates.  With ``alpha = 1`` it is the plain iteration.
 
 The solver only supplies the update rule; deqcert's shared loop
-(``deqcert.solvers._common.iterate``) does the residuals, per-sample stopping
+(``deqcert.solvers.loop.iterate``) does the residuals, per-sample stopping
 and freezing, and the NFE and step counting, so ``km`` follows exactly the
 same semantics as the built-in solvers.
 """

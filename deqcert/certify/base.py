@@ -1,0 +1,257 @@
+"""What every certifier shares: options, the input check, the decision, building the outcome.
+
+* :class:`SmoothingOptions`: noise, solver, ``n0``, ``n``, ``alpha``, batch size;
+  :func:`solver_field` declares a solver role (a config key and a ``--<role>``
+  CLI flag, see ``docs/plugins.md``).
+* :func:`check_input`: the one check of an input (used by the certifiers, the
+  dataset loop and the run pipeline).
+* :func:`decide`, :func:`build_certificate` and :func:`binomial_prediction`:
+  from counts to a :class:`~deqcert.protocols.Certificate` or
+  :class:`~deqcert.protocols.Prediction`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from ..errors import DataError, DeqcertError
+from ..models.check import prepare_model
+from ..options import ComponentOptions
+from ..protocols import (
+    ABSTAIN,
+    Certificate,
+    FixedPointSolver,
+    NoiseSampler,
+    Prediction,
+    ShapedModel,
+)
+from ..specs import NoiseOption, SolverOption, as_component, component_field
+from . import bounds
+
+if TYPE_CHECKING:
+    from .sampling import SolveLog
+
+
+def as_noise(spec: Any) -> NoiseSampler:
+    """A :class:`~deqcert.protocols.NoiseSampler` from an object or a spec."""
+    return as_component("noise", spec)  # type: ignore[no-any-return]
+
+
+def as_solver(spec: Any) -> FixedPointSolver:
+    """A :class:`~deqcert.protocols.FixedPointSolver` from an object or a spec."""
+    return as_component("solver", spec)  # type: ignore[no-any-return]
+
+
+def solver_field(description: str, **options: Any) -> Any:
+    """A solver option defaulting to Anderson with ``options`` (see ``specs.component_field``).
+
+    Every such field of a certifier's ``Options`` is a *solver role*: a config
+    key and a ``--<role>`` CLI flag of the same name.
+    """
+    return component_field("solver", description, {"name": "anderson", **options})
+
+
+class SmoothingOptions(ComponentOptions):
+    """Options every certifier shares: noise, solver, sample sizes, ``alpha`` and batch size.
+
+    A certifier's options model subclasses this one, adds its own options and
+    may re-declare ``solver`` (its default and meaning differ by certifier;
+    here it is the full solve from ``init_state`` that defines ``h_ref``).
+    """
+
+    noise: NoiseOption = Field(description="Noise sampler or {'name': ..., **options} spec.")
+    solver: SolverOption = solver_field(
+        "The solver defining h_ref, run from init_state on every sample.", max_iter=30, tol=1e-3
+    )
+    n0: int = Field(100, ge=1, description="Selection samples.")
+    n: int = Field(10_000, ge=1, description="Estimation samples.")
+    alpha: float = Field(0.001, gt=0, lt=1, description="Total failure probability.")
+    batch_size: int = Field(
+        400, ge=1, description="Noisy samples solved together (serialized: parallel chains)."
+    )
+
+
+def describe(component: Any) -> dict[str, Any]:
+    """``component.describe()`` if it has one, else its class name."""
+    if hasattr(component, "describe"):
+        return dict(component.describe())
+    return {"name": type(component).__name__}
+
+
+# -- the input check ------------------------------------------------------------------
+def check_call(model: Any, x: Any, generator: torch.Generator) -> None:
+    """What every ``certify``/``predict`` call checks first.
+
+    The model against the protocol (one error naming every missing member, see
+    :func:`~deqcert.models.check.check_model`; its ``before_certificate`` hook,
+    if any, runs here), then the input (:func:`check_input`).
+    """
+    prepare_model(model)
+    check_input(model, x, generator)
+
+
+def check_input(
+    model: Any,
+    x: Any,
+    generator: torch.Generator | None = None,
+    *,
+    label: Any = None,
+    where: str = "input",
+    ndim: int | None = None,
+) -> None:
+    """Raise a one-line :class:`DataError` unless ``x`` is one finite input ``model`` accepts.
+
+    ``x`` must be a floating-point tensor of the model's ``input_shape`` (see
+    :class:`~deqcert.protocols.ShapedModel`; any shape with at least one
+    dimension if it declares none, or ``ndim`` dimensions when given), with
+    finite values; with ``generator``, on the generator's device; with
+    ``label``, a class of the model (``0 <= label < num_classes``).  Messages
+    start with ``where`` (e.g. ``"input 3 of dataset 'mnist'"``).
+    """
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise DataError(f"{where}: x must be a float tensor, got {_kind(x)}")
+    expected = tuple(model.input_shape) if isinstance(model, ShapedModel) else None
+    if expected is not None and tuple(x.shape) != expected:
+        raise DataError(f"{where}: expected x of shape {expected}, got {tuple(x.shape)}")
+    if expected is None and ndim is not None and x.dim() != ndim:
+        want = "(C, H, W)" if ndim == 3 else f"{ndim} dimensions"
+        raise DataError(f"{where}: expected x of shape {want}, got {tuple(x.shape)}")
+    if x.dim() < 1:
+        raise DataError(f"{where}: x must have at least one dimension, e.g. (C, H, W)")
+    if not bool(torch.isfinite(x).all()):
+        raise DataError(f"{where}: x contains NaN or infinite values; inputs must be finite")
+    if generator is not None and x.device.type != generator.device.type:
+        raise DataError(
+            f"{where}: x is on {x.device} but the generator on {generator.device}; "
+            "create the generator on the input's device"
+        )
+    num_classes = getattr(model, "num_classes", None)
+    if label is not None and isinstance(num_classes, int) and not 0 <= int(label) < num_classes:
+        raise DataError(
+            f"{where}: label {label} is out of range; the model has {num_classes} classes"
+        )
+
+
+def _kind(x: Any) -> str:
+    if isinstance(x, Tensor):
+        return f"a {x.dtype} tensor"
+    return type(x).__name__
+
+
+# -- from counts to outcomes ------------------------------------------------------------
+def decide(candidate: int, p_lower: float, noise: NoiseSampler) -> tuple[int, float]:
+    """``(prediction, radius)``: abstain (``ABSTAIN``, 0) unless ``p_lower > 1/2``.
+
+    At ``p_lower = 1/2`` exactly a tie with another class is not excluded, so
+    nothing is certified (certification.md says ``< 1/2``; this is the strict side).
+    """
+    if p_lower > 0.5:
+        return candidate, float(noise.radius(p_lower))
+    return ABSTAIN, 0.0
+
+
+def build_certificate(
+    options: Any,
+    *,
+    candidate: int,
+    p_lower: float,
+    counts: dict[str, int],
+    solvers: dict[str, Any],
+    nfe: int,
+    started: float,
+    unconverged_fraction: float,
+    extra: dict[str, Any],
+    bound: str = "clopper-pearson",
+    sound: bool = True,
+    alpha_split: dict[str, float] | None = None,
+) -> Certificate:
+    """The :class:`~deqcert.protocols.Certificate` for ``candidate`` with lower bound ``p_lower``.
+
+    ``options`` are the certifier's (:class:`SmoothingOptions`): they give the
+    noise, ``n0``, ``n`` and ``alpha``.  The prediction and radius come from
+    :func:`decide`; ``seconds`` is the time since ``started``
+    (``time.perf_counter()``); ``extra`` starts with ``candidate``.  Raises
+    :class:`DeqcertError` if ``p_lower`` is not in ``[0, 1]`` or the noise
+    returns a radius that is not finite and non-negative: a certificate must
+    never claim more than its numbers support.
+    """
+    noise = options.noise
+    if not 0.0 <= p_lower <= 1.0:
+        raise DeqcertError(f"bound '{bound}' gave p_lower = {p_lower}, expected a value in [0, 1]")
+    prediction, radius = decide(candidate, p_lower, noise)
+    if not math.isfinite(radius) or radius < 0:
+        raise DeqcertError(
+            f"noise '{describe(noise).get('name')}' returned radius {radius} for "
+            f"p_lower = {p_lower}; a radius must be finite and >= 0"
+        )
+    return Certificate(
+        prediction=prediction,
+        radius=radius,
+        p_lower=p_lower,
+        counts=counts,
+        n0=options.n0,
+        n=options.n,
+        alpha=options.alpha,
+        alpha_split={"clopper_pearson": options.alpha} if alpha_split is None else alpha_split,
+        bound=bound,
+        sound=sound,
+        noise=describe(noise),
+        norm=noise.norm,
+        solvers=solvers,
+        nfe=nfe,
+        seconds=time.perf_counter() - started,
+        unconverged_fraction=unconverged_fraction,
+        extra={"candidate": candidate, **extra},
+    )
+
+
+def binomial_prediction(
+    counts: Tensor,
+    n: int,
+    alpha: float,
+    log: SolveLog,
+    seconds: float,
+    extra: dict[str, Any],
+) -> Prediction:
+    """Cohen et al.'s PREDICT decision from class counts (vanilla and serialized)."""
+    top2 = torch.topk(counts, k=min(2, counts.numel()))
+    n1 = int(top2.values[0])
+    n2 = int(top2.values[1]) if counts.numel() > 1 else 0
+    top = int(top2.indices[0])
+    p_value = bounds.binomial_test_pvalue(n1, n1 + n2)
+    return Prediction(
+        prediction=top if p_value <= alpha else ABSTAIN,
+        counts={"n1": n1, "n2": n2},
+        p_value=p_value,
+        n=n,
+        alpha=alpha,
+        nfe=log.nfe,
+        seconds=seconds,
+        extra={
+            "top": top,
+            "runner_up": int(top2.indices[1]) if counts.numel() > 1 else None,
+            "class_counts": counts.tolist(),
+            "unconverged_fraction": log.unconverged_fraction,
+            **extra,
+        },
+    )
+
+
+__all__ = [
+    "SmoothingOptions",
+    "as_noise",
+    "as_solver",
+    "binomial_prediction",
+    "build_certificate",
+    "check_call",
+    "check_input",
+    "decide",
+    "describe",
+    "solver_field",
+]

@@ -1,0 +1,129 @@
+"""Batched noisy solves shared by the certifiers.
+
+Everything here is per *batch*: noise is drawn for a whole batch on the
+input's device, the batch is solved in one call, and predictions are counted
+with ``bincount`` on the device, so the certifiers' loops run once per batch,
+never once per sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..protocols import EquilibriumModel, FixedPointSolver, NoiseSampler, SolverResult
+from ..solvers.rowwise import RowwiseMap, row_evaluations
+
+
+def batch_sizes(total: int, batch_size: int) -> Iterator[int]:
+    """Sizes of the batches covering ``total`` samples; the last one may be short."""
+    full, rest = divmod(total, batch_size)
+    yield from [batch_size] * full
+    if rest:
+        yield rest
+
+
+@contextmanager
+def evaluating(model: Any) -> Iterator[None]:
+    """Evaluation mode and ``torch.inference_mode`` for the block.
+
+    Every submodule's training flag is restored afterwards, exactly as it was.
+    """
+    modules = list(model.modules()) if hasattr(model, "modules") else []
+    modes = [module.training for module in modules]
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        for module, mode in zip(modules, modes, strict=True):
+            module.training = mode
+
+
+def noisy_batch(x: Tensor, noise: NoiseSampler, size: int, generator: torch.Generator) -> Tensor:
+    """``size`` noisy copies ``x + e_j`` of ``x``, with the noise drawn on ``x``'s device."""
+    e = noise.sample((size, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
+    return e.add_(x)
+
+
+def solve_batch(
+    model: EquilibriumModel, solver: FixedPointSolver, xb: Tensor, z0: Tensor | None = None
+) -> tuple[Tensor, SolverResult]:
+    """Predicted classes ``(B,)`` of the batch ``xb`` and the solver's result.
+
+    The solve starts from ``z0`` when given (a chain's state), else from
+    ``model.init_state(u)`` (the zero start that defines ``h_ref``).
+    """
+    return solve_injected(model, solver, model.inject(xb), z0)
+
+
+def solve_injected(
+    model: EquilibriumModel, solver: FixedPointSolver, u: Tensor, z0: Tensor | None = None
+) -> tuple[Tensor, SolverResult]:
+    """:func:`solve_batch` from the injections ``u = model.inject(xb)``, already computed.
+
+    The map handed to the solver is a :class:`~deqcert.solvers.rowwise.RowwiseMap`
+    over ``u``: the model runs in eval mode (see :func:`evaluating`), so its rows
+    do not interact, and a solver with ``compact=True`` may evaluate it on the
+    unconverged rows only.  Plain solvers just call it on the batch.
+    """
+    start = model.init_state(u) if z0 is None else z0
+    result = solver.solve(RowwiseMap(model.f, u), start)
+    return model.readout(result.z).argmax(dim=1), result
+
+
+def class_counts(predictions: Tensor, num_classes: int) -> Tensor:
+    """``(num_classes,)`` counts of each class among ``predictions``."""
+    return torch.bincount(predictions, minlength=num_classes)
+
+
+@dataclass
+class SolveLog:
+    """Running totals of one kind of solve: samples, NFE and unconverged samples.
+
+    NFE is counted per sample: ``result.nfe * batch``, or the rows actually
+    evaluated when the solver compacted the batch (see
+    :func:`~deqcert.solvers.rowwise.row_evaluations`).  The unconverged count
+    stays on the device until :meth:`summary`, so logging never synchronises.
+    """
+
+    samples: int = 0
+    nfe: int = 0
+    _unconverged: Tensor | int = field(default=0, repr=False)
+
+    def add(self, result: SolverResult, batch: int) -> None:
+        self.samples += batch
+        self.nfe += row_evaluations(result, batch)
+        self._unconverged = self._unconverged + (~result.converged).sum()
+
+    @classmethod
+    def merged(cls, *logs: SolveLog) -> SolveLog:
+        """One log with the totals of ``logs``."""
+        out = cls()
+        for log in logs:
+            out.samples += log.samples
+            out.nfe += log.nfe
+            out._unconverged = out._unconverged + log._unconverged
+        return out
+
+    @property
+    def unconverged(self) -> int:
+        return int(self._unconverged)
+
+    @property
+    def unconverged_fraction(self) -> float:
+        return self.unconverged / self.samples if self.samples else 0.0
+
+    def summary(self) -> dict[str, float | int]:
+        return {
+            "samples": self.samples,
+            "nfe": self.nfe,
+            "unconverged": self.unconverged,
+            "unconverged_fraction": self.unconverged_fraction,
+        }
