@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from ..errors import DeqcertError
 from ..protocols import EquilibriumModel, FixedPointSolver
-from ..registry import create_solver
-from ._checks import Check, cases, expect, run_checks
+from ..registry import create_model, create_solver
+from ._checks import Check, cases, declared_options, expect, run_checks
 from ._checks import ConformanceError as ConformanceError
 
 ModelFactory = Callable[[], Any]
@@ -271,6 +271,21 @@ CHECKS: dict[str, Check] = {
 def model_conformance_cases() -> Iterator[tuple[str, Check]]:
     """``(name, check)`` pairs, for ``pytest.mark.parametrize``."""
     return cases(CHECKS)
+
+
+def registered_model(name: str, seed: int = 0) -> ModelFactory:
+    """A factory of the registered model ``name`` (``conformance_options``, weights from ``seed``).
+
+    The global random state is left as it was.
+    """
+    declared = declared_options("model", name)
+
+    def factory() -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return create_model(name, **declared)
+
+    return factory
 
 
 def run_model_conformance(factory: ModelFactory) -> None:

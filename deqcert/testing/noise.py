@@ -38,7 +38,8 @@ import torch
 from torch import Tensor
 
 from ..protocols import NoiseSampler
-from ._checks import Check, cases, expect, run_checks
+from ..registry import create_noise
+from ._checks import Check, cases, declared_options, expect, run_checks
 from ._checks import ConformanceError as ConformanceError
 
 NoiseFactory = Callable[[], NoiseSampler]
@@ -227,6 +228,12 @@ CHECKS: dict[str, Check] = {
 def noise_conformance_cases() -> Iterator[tuple[str, Check]]:
     """``(name, check)`` pairs, for ``pytest.mark.parametrize``."""
     return cases(CHECKS)
+
+
+def registered_noise(name: str) -> NoiseFactory:
+    """A factory of the registered sampler ``name``, built with its ``conformance_options``."""
+    declared = declared_options("noise", name)
+    return lambda: create_noise(name, **declared)  # type: ignore[no-any-return]
 
 
 def run_noise_conformance(factory: NoiseFactory) -> None:

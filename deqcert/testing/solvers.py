@@ -29,8 +29,9 @@ import torch
 from torch import Tensor
 
 from ..protocols import FixedPointSolver, SolverResult
+from ..registry import create_solver
 from ._checks import ConformanceError as ConformanceError
-from ._checks import cases, run_checks
+from ._checks import cases, declared_options, run_checks
 from ._checks import expect as _expect
 
 SolverFactory = Callable[..., FixedPointSolver]
@@ -363,6 +364,12 @@ CHECKS: dict[str, Check] = {
 def solver_conformance_cases() -> Iterator[tuple[str, Check]]:
     """``(name, check)`` pairs, for ``pytest.mark.parametrize``."""
     return cases(CHECKS)
+
+
+def registered_solver(name: str) -> SolverFactory:
+    """A factory of the registered solver ``name``, with its ``conformance_options``."""
+    declared = declared_options("solver", name)
+    return lambda **options: create_solver(name, **{**declared, **options})
 
 
 def run_solver_conformance(factory: SolverFactory) -> None:
