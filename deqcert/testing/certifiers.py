@@ -59,8 +59,7 @@ def _build(factory: CertifierFactory, **options: Any) -> Certifier:
 
 
 def _oracle(p_a: float, seed: int = 0) -> tuple[ContractiveLinearOracle, Tensor]:
-    model, x = ContractiveLinearOracle.with_p_a(p_a, SIGMA, SHAPE, seed=seed)
-    return model, x
+    return ContractiveLinearOracle.with_p_a(p_a, SIGMA, SHAPE, seed=seed)
 
 
 def _at_chance(seed: int) -> tuple[ContractiveLinearOracle, Tensor]:

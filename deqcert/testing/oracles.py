@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 from scipy.stats import norm as normal
@@ -28,6 +29,8 @@ from torch import Tensor, nn
 
 from ..models.contractive import ContractionBound
 from ..protocols import FixedPointSolver
+
+_Oracle = TypeVar("_Oracle", bound="LinearOracle")
 
 
 class LinearOracle(nn.Module):
@@ -112,14 +115,14 @@ class LinearOracle(nn.Module):
 
     @classmethod
     def with_p_a(
-        cls,
+        cls: type[_Oracle],
         p_a: float,
         sigma: float,
         shape: Sequence[int] = (1, 4, 4),
         *,
         contraction: float = 0.9,
         seed: int = 0,
-    ) -> tuple[LinearOracle, Tensor]:
+    ) -> tuple[_Oracle, Tensor]:
         """An oracle and an input ``x`` in ``[0, 1]`` whose true ``p_A`` is ``p_a`` (class 1).
 
         ``w`` is a random direction; ``x = 0.5`` everywhere and ``b`` is set
