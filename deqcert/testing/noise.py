@@ -109,15 +109,16 @@ def check_sample_shape_dtype_device(factory: NoiseFactory) -> None:
 def check_seeded_determinism(factory: NoiseFactory) -> None:
     """Draws depend on the generator's seed only: not on the global RNG or the instance."""
     first, second = factory(), factory()
-    torch.manual_seed(1)
-    a = _draw(first, 4, seed=3)
-    torch.manual_seed(2)
-    global_state = torch.get_rng_state()
-    b = _draw(second, 4, seed=3)
-    expect(
-        torch.equal(torch.get_rng_state(), global_state),
-        "sample() used the global random state; draw with the generator it is given",
-    )
+    with torch.random.fork_rng(devices=[]):  # the caller's global state is left alone
+        torch.manual_seed(1)
+        a = _draw(first, 4, seed=3)
+        torch.manual_seed(2)
+        global_state = torch.get_rng_state()
+        b = _draw(second, 4, seed=3)
+        expect(
+            torch.equal(torch.get_rng_state(), global_state),
+            "sample() used the global random state; draw with the generator it is given",
+        )
     expect(torch.equal(a, b), "the same seed gave different draws")
     expect(not torch.equal(a, _draw(first, 4, seed=4)), "different seeds gave the same draws")
     gen = _gen(5)
