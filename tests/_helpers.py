@@ -30,3 +30,11 @@ def make_certifier(name: str, **options: Any) -> Any:
         if key.endswith("solver") and isinstance(value, int)
     }
     return create_certifier(name, **{"noise": NOISE, "alpha": 0.1, **options, **naive})
+
+
+def builtin_names(kind: str) -> list[str]:
+    """Names deqcert itself registers for ``kind`` (``model``, ``noise``, ...)."""
+    from deqcert.registry import REGISTRIES
+
+    entries = REGISTRIES[kind].entries(load=False)
+    return sorted(e.name for e in entries if e.origin == "deqcert" and e.error is None)

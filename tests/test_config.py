@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deqcert import OptionError, registry
+from deqcert import OptionError, list_certifiers, registry
 from deqcert.certify.base import describe
 from deqcert.config import (
     CertifyConfig,
@@ -44,7 +44,7 @@ def test_vanilla_solves_with_the_reference_solve_and_takes_no_warmup() -> None:
         CertifyConfig.model_validate({"certifier": "vanilla", "warmup_solver": "anderson"})
 
 
-@pytest.mark.parametrize("name", ["vanilla", "serialized", "verified"])
+@pytest.mark.parametrize("name", list_certifiers())
 def test_config_solver_defaults_equal_the_python_defaults(name: str) -> None:
     config = CertifyConfig.model_validate({"certifier": name})
     python = registry.certifiers.get(name).Options.model_validate(

@@ -6,12 +6,14 @@ from typing import Any
 
 import pytest
 import torch
+from _helpers import builtin_names
 
 import deqcert
 from deqcert import DataError, EquilibriumModel, OptionError, create_model, create_solver
 from deqcert.models.mdeq import MDEQ
 
-MODELS = ["mdeq", "convdeq", "mlpdeq"]
+MODELS = builtin_names("model")
+"""Every built-in model (the conformance suite covers plugins too, in test_conformance.py)."""
 
 
 def _inputs(batch: int = 3, seed: int = 0, shape: tuple[int, ...] = (1, 28, 28)) -> torch.Tensor:

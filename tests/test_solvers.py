@@ -1,4 +1,5 @@
-"""Solvers: the conformance suite over every registered solver, plus solver specifics."""
+"""Solvers: specifics and the conformance suite itself (every registered solver runs it in
+test_conformance.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ from deqcert.testing.solvers import (
     check_respects_max_iter,
     check_warm_start_at_fixed_point,
     run_solver_conformance,
-    solver_conformance_cases,
 )
 
 SOLVERS = deqcert.list_solvers()
@@ -41,12 +41,6 @@ def _one_thread() -> Iterator[None]:
 
 def factory(name: str, **extra: Any) -> Any:
     return lambda **kw: create_solver(name, **{**extra, **kw})
-
-
-@pytest.mark.parametrize("check_name, check", list(solver_conformance_cases()))
-@pytest.mark.parametrize("solver_name", SOLVERS)
-def test_conformance(solver_name: str, check_name: str, check: Any) -> None:
-    check(factory(solver_name))
 
 
 def test_builtins_are_registered() -> None:

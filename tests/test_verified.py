@@ -27,7 +27,7 @@ from deqcert import (
 from deqcert.certify.verified import NotContractiveError, VerifiedCertifier, Verifier
 from deqcert.models.contractive import ContractionBound, ContractiveConvDEQ, ContractiveMLPDEQ
 from deqcert.protocols import Certifier, SolverResult
-from deqcert.testing.oracles import LinearOracle
+from deqcert.testing.oracles import ContractiveLinearOracle, LinearOracle
 
 COMPONENTS: list[tuple[registry.Registry, str, Any]] = [
     (registry.certifiers, "verified", VerifiedCertifier),
@@ -48,18 +48,8 @@ def registered() -> Iterator[None]:
         reg.unregister(name)
 
 
-class ContractiveOracle(LinearOracle):
-    """The linear oracle with its (exact) contraction and readout constants.
-
-    ``f(z, u) = c z + (1 - c) u`` is ``c``-Lipschitz; ``readout(z) = z`` so
-    ``m_ab`` has constant ``||e_a - e_b|| = sqrt(2)``.  ``h_exact = h_ref = sign(s)``.
-    """
-
-    def contraction_bound(self) -> ContractionBound:
-        return ContractionBound(self.contraction * (1 + 1e-12), "l2", "exact")
-
-    def readout_lipschitz(self) -> Tensor:
-        return (1.0 - torch.eye(2, dtype=torch.float64)) * math.sqrt(2.0)
+ContractiveOracle = ContractiveLinearOracle
+"""The linear oracle with its exact constants; ``h_exact = h_ref = sign(s)``."""
 
 
 def oracle(p_a: float = 0.8, contraction: float = 0.9, seed: int = 0) -> tuple[Any, Tensor]:

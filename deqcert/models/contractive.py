@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -172,6 +172,13 @@ class ContractiveMLPDEQ(DEQModel):
     """
 
     Options = ContractiveMLPDEQOptions
+    conformance_options: ClassVar[dict[str, Any]] = {
+        "image_size": 8,
+        "in_channels": 2,
+        "num_classes": 3,
+        "hidden": 8,
+    }
+    """Tiny options the :mod:`deqcert.testing` suites build it with."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -232,6 +239,15 @@ class ContractiveConvDEQ(DEQModel):
     """
 
     Options = ContractiveConvDEQOptions
+    conformance_options: ClassVar[dict[str, Any]] = {
+        "image_size": 8,
+        "in_channels": 2,
+        "num_classes": 3,
+        "channels": 4,
+        "head_pool": 2,
+        "groups": 2,
+    }
+    """Tiny options the :mod:`deqcert.testing` suites build it with."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

@@ -6,7 +6,7 @@ state ``z`` has the same shape and ``f`` is one group-norm residual block.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch.nn.functional as F
 from pydantic import Field
@@ -30,6 +30,16 @@ class ConvDEQ(DEQModel):
     """Single-scale convolutional DEQ with state ``(B, channels, s, s)``."""
 
     Options = ConvDEQOptions
+    conformance_options: ClassVar[dict[str, Any]] = {
+        "image_size": 8,
+        "in_channels": 2,
+        "num_classes": 3,
+        "channels": 4,
+        "head_channels": 4,
+        "head_pool": 2,
+        "groups": 2,
+    }
+    """Tiny options the :mod:`deqcert.testing` suites build it with."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

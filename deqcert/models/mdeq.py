@@ -12,7 +12,7 @@ Solvers see one flat state: the branch states are packed into a single
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -93,6 +93,17 @@ class MDEQ(DEQModel):
     """Multiscale DEQ; the state is the flat concatenation of the branch states."""
 
     Options = MDEQOptions
+    conformance_options: ClassVar[dict[str, Any]] = {
+        "image_size": 8,
+        "in_channels": 2,
+        "num_classes": 3,
+        "widths": (4, 8),
+        "stem_channels": 4,
+        "head_channels": 4,
+        "head_pool": 2,
+        "groups": 2,
+    }
+    """Tiny options the :mod:`deqcert.testing` suites build it with."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

@@ -5,7 +5,7 @@ Small and fast: meant for tests, tabular-sized images and quick experiments.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
@@ -22,6 +22,13 @@ class MLPDEQ(DEQModel):
     """Fully connected DEQ with state ``(B, hidden)``."""
 
     Options = MLPDEQOptions
+    conformance_options: ClassVar[dict[str, Any]] = {
+        "image_size": 8,
+        "in_channels": 2,
+        "num_classes": 3,
+        "hidden": 8,
+    }
+    """Tiny options the :mod:`deqcert.testing` suites build it with."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

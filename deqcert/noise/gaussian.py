@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from pydantic import Field
 from scipy.stats import norm as normal
 from torch import Tensor
@@ -27,6 +29,7 @@ class GaussianNoise(AdditiveNoise):
     Options = GaussianOptions
     registry_name = "gaussian"
     norm = "l2"
+    conformance_options: ClassVar[dict[str, Any]] = {"sigma": 0.5}
 
     def _draw(self, draw: NoiseDraw) -> Tensor:
         return draw.randn().mul_(self.options.sigma)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 from pydantic import Field
 from torch import Tensor
@@ -34,6 +35,7 @@ class LaplaceNoise(AdditiveNoise):
     Options = LaplaceOptions
     registry_name = "laplace"
     norm = "l1"
+    conformance_options: ClassVar[dict[str, Any]] = {"scale": 0.5}
 
     def _draw(self, draw: NoiseDraw) -> Tensor:
         # the difference of two Exp(1) variables is Laplace(0, 1)

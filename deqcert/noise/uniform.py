@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from pydantic import Field
 from torch import Tensor
 
@@ -31,6 +33,7 @@ class UniformNoise(AdditiveNoise):
     Options = UniformOptions
     registry_name = "uniform"
     norm = "l1"
+    conformance_options: ClassVar[dict[str, Any]] = {"half_width": 0.5}
 
     def _draw(self, draw: NoiseDraw) -> Tensor:
         return draw.rand().mul_(2.0).sub_(1.0).mul_(self.options.half_width)

@@ -19,13 +19,18 @@ which is what the soundness tests need to expose invalid bounds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 from scipy.stats import norm as normal
 from torch import Tensor, nn
 
+from ..models.contractive import ContractionBound
 from ..protocols import FixedPointSolver
+
+_Oracle = TypeVar("_Oracle", bound="LinearOracle")
 
 
 class LinearOracle(nn.Module):
@@ -110,14 +115,14 @@ class LinearOracle(nn.Module):
 
     @classmethod
     def with_p_a(
-        cls,
+        cls: type[_Oracle],
         p_a: float,
         sigma: float,
         shape: Sequence[int] = (1, 4, 4),
         *,
         contraction: float = 0.9,
         seed: int = 0,
-    ) -> tuple[LinearOracle, Tensor]:
+    ) -> tuple[_Oracle, Tensor]:
         """An oracle and an input ``x`` in ``[0, 1]`` whose true ``p_A`` is ``p_a`` (class 1).
 
         ``w`` is a random direction; ``x = 0.5`` everywhere and ``b`` is set
@@ -132,3 +137,74 @@ class LinearOracle(nn.Module):
         margin = sigma * float(normal.ppf(p_a))
         bias = margin - float((weight * x).sum())
         return cls(weight, bias, contraction), x
+
+
+class ContractiveLinearOracle(LinearOracle):
+    """:class:`LinearOracle` with its exact contraction and readout constants.
+
+    ``f(z, u) = c z + (1 - c) u`` is ``c``-Lipschitz and ``readout(z) = z``,
+    so each logit difference has constant ``||e_a - e_b|| = sqrt(2)``: a
+    :class:`~deqcert.models.contractive.ContractiveModel`, usable by every
+    certifier (``verified`` included), with ``h_exact = h_ref = sign(s)``.
+    """
+
+    def contraction_bound(self) -> ContractionBound:
+        return ContractionBound(self.contraction * (1 + 1e-12), "l2", "exact")
+
+    def readout_lipschitz(self) -> Tensor:
+        return (1.0 - torch.eye(2, dtype=torch.float64)) * math.sqrt(2.0)
+
+
+class ConstantOracle(nn.Module):
+    """A contractive DEQ that predicts ``label`` for every input.
+
+    ``inject(x)`` is the mean pixel per input (state ``(B, 1)``), ``f(z, u) =
+    c z + (1 - c) u`` and the logits are ``margin`` for ``label`` and 0 for
+    the other classes whatever the state: the smoothed classifier is
+    ``label`` everywhere, so no certifier may certify another class.
+    """
+
+    def __init__(
+        self,
+        label: int,
+        num_classes: int = 3,
+        input_shape: Sequence[int] = (1, 4, 4),
+        *,
+        margin: float = 2.0,
+        contraction: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if not 0 <= label < num_classes:
+            raise ValueError(f"label must be in [0, {num_classes}), got {label}")
+        self.num_classes = int(num_classes)
+        self.label = int(label)
+        self.input_shape = tuple(input_shape)
+        self.contraction = float(contraction)
+        logits = torch.zeros(num_classes)
+        logits[label] = margin
+        self.logits: Tensor
+        self.register_buffer("logits", logits)
+
+    def inject(self, x: Tensor) -> Tensor:
+        return x.flatten(1).mean(dim=1, keepdim=True)
+
+    def init_state(self, u: Tensor) -> Tensor:
+        return torch.zeros_like(u)
+
+    def f(self, z: Tensor, u: Tensor) -> Tensor:
+        c = self.contraction
+        return c * z + (1.0 - c) * u
+
+    def readout(self, z: Tensor) -> Tensor:
+        return self.logits.to(z.dtype).expand(z.shape[0], -1)
+
+    def forward(
+        self, x: Tensor, solver: FixedPointSolver | None = None, z0: Tensor | None = None
+    ) -> Tensor:
+        return self.readout(self.inject(x))
+
+    def contraction_bound(self) -> ContractionBound:
+        return ContractionBound(self.contraction * (1 + 1e-12), "l2", "exact")
+
+    def readout_lipschitz(self) -> Tensor:
+        return torch.zeros(self.num_classes, self.num_classes, dtype=torch.float64)

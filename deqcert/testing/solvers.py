@@ -29,18 +29,13 @@ import torch
 from torch import Tensor
 
 from ..protocols import FixedPointSolver, SolverResult
+from ..registry import create_solver
+from ._checks import ConformanceError as ConformanceError
+from ._checks import cases, declared_options, run_checks
+from ._checks import expect as _expect
 
 SolverFactory = Callable[..., FixedPointSolver]
 Check = Callable[[SolverFactory], None]
-
-
-class ConformanceError(AssertionError):
-    """A solver broke the :class:`~deqcert.protocols.FixedPointSolver` contract."""
-
-
-def _expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConformanceError(message)
 
 
 class CountingMap:
@@ -368,13 +363,15 @@ CHECKS: dict[str, Check] = {
 
 def solver_conformance_cases() -> Iterator[tuple[str, Check]]:
     """``(name, check)`` pairs, for ``pytest.mark.parametrize``."""
-    yield from CHECKS.items()
+    return cases(CHECKS)
+
+
+def registered_solver(name: str) -> SolverFactory:
+    """A factory of the registered solver ``name``, with its ``conformance_options``."""
+    declared = declared_options("solver", name)
+    return lambda **options: create_solver(name, **{**declared, **options})
 
 
 def run_solver_conformance(factory: SolverFactory) -> None:
     """Run every check on ``factory``; raise :class:`ConformanceError` at the first failure."""
-    for name, check in CHECKS.items():
-        try:
-            check(factory)
-        except ConformanceError as exc:
-            raise ConformanceError(f"{name}: {exc}") from exc
+    run_checks(CHECKS, factory)
