@@ -121,7 +121,9 @@ def test_solvers_on_cuda_agree_with_the_cpu(name: str, mnist: MnistSample) -> No
             logits, result = model.solve(noisy.to(device), solver)
         out[device] = (logits.cpu(), result.z.cpu(), result.nfe)
     (lc, zc, _), (lg, zg, _) = out["cpu"], out["cuda"]
-    assert torch.allclose(zc, zg, rtol=1e-3, atol=1e-3)
+    # the solves stop at relative residual 1e-3, possibly one step apart (float differences)
+    gap = (zc - zg).flatten(1).norm(dim=1) / zc.flatten(1).norm(dim=1)
+    assert float(gap.max()) < 2e-2, gap
     assert (lc.argmax(1) == lg.argmax(1)).float().mean() >= 0.97
 
 
@@ -199,8 +201,8 @@ def count_syncs() -> Iterator[list[str]]:
         try:
             yield found
         finally:
-            torch.cuda.synchronize()
             torch.cuda.set_sync_debug_mode("default")
+            torch.cuda.synchronize()
     found += [
         f"{Path(w.filename).name}:{w.lineno}: {w.message}"
         for w in caught
