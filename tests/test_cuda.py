@@ -13,6 +13,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,11 @@ def mnist() -> MnistSample:
     return MnistSample(split="test")
 
 
-def _model(device: str) -> Any:
+def _model(device: str, kind: str = "mdeq") -> Any:
+    """The bundled ``mdeq`` (small) checkpoint, or the contractive one (``verified``)."""
+    if kind == "contractive":
+        path = resources.files("deqcert") / "checkpoints/contractive-convdeq-sigma0.25.safetensors"
+        return load_checkpoint(str(path), device=device)
     return load_checkpoint(default_checkpoint(0.25), device=device)
 
 
@@ -127,8 +132,9 @@ def test_solvers_on_cuda_agree_with_the_cpu(name: str, mnist: MnistSample) -> No
     assert (lc.argmax(1) == lg.argmax(1)).float().mean() >= 0.97
 
 
-CERTIFIERS = {
+CERTIFIERS: dict[str, tuple[str, dict[str, Any]]] = {
     "vanilla": ("vanilla", {}),
+    "verified": ("verified", {}),
     "srs-1A-sound": (
         "serialized",
         {
@@ -156,8 +162,9 @@ def test_certificates_on_cuda_match_the_cpu_statistics(key: str, mnist: MnistSam
     n = 2000
     options = {"noise": {"name": "gaussian", "sigma": 0.25}, "n0": 100, "n": n, "batch_size": 400}
     certifier = create_certifier(name, **options, **extra)
-    models = {device: _model(device) for device in ("cpu", "cuda")}
-    for index in (0, 1, 2):
+    kind = "contractive" if name == "verified" else "mdeq"
+    models = {device: _model(device, kind) for device in ("cpu", "cuda")}
+    for index in (0,) if name == "verified" else (0, 1, 2):
         x = mnist[index][0]
         certs = {}
         for device, model in models.items():
@@ -170,7 +177,7 @@ def test_certificates_on_cuda_match_the_cpu_statistics(key: str, mnist: MnistSam
             generator=torch.Generator(device="cuda").manual_seed(noise_seed(0, index)),
         )
         assert again.counts == gpu.counts and again.p_lower == gpu.p_lower  # same device: exact
-        count = "n_A" if name == "vanilla" else "C_m"
+        count = "C_m" if name == "serialized" else "n_A"
         p = max(min(cpu.counts[count] / n, 1 - 1 / n), 1 / n)
         assert abs(cpu.counts[count] - gpu.counts[count]) <= _binomial_gap(n, p), (cpu, gpu)
         if cpu.p_lower > 0.6 and gpu.p_lower > 0.6:
