@@ -271,3 +271,13 @@ def test_sample_loop_makes_no_host_sync(name: str, mnist: MnistSample) -> None:
         loop()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.skipif(CUDA, reason="checks the machine without CUDA")
+def test_cli_refuses_cuda_without_a_gpu(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    out = tmp_path / "run.jsonl"
+    result = cli(["certify", "--device", "cuda", *FAST, "--indices", "0", "--out", out])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "device 'cuda' is not available" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
