@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-slow lint docs bench bench-quick install clean
+.PHONY: demo test test-slow lint docs bench bench-quick bench-gpu gpu-check install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -54,6 +54,14 @@ bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/solvers.py --quick
 	$(BIN)/python benchmarks/srs_vs_vanilla.py --quick
 	$(BIN)/python benchmarks/verified.py --quick
+
+# per-image seconds and NFE on the GPU (benchmarks/gpu.py; --device cpu --quick runs anywhere)
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/gpu.py --device cuda
+
+# the prepared check for a machine with a GPU: CUDA tests + a short benchmark (scripts/gpu_check.sh)
+gpu-check:
+	scripts/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache

@@ -314,7 +314,7 @@ def test_bad_model_specs_and_weights_are_one_line(
         (["--model", f"{USER_MODELS}:build", "--weights", wrong], "do not fit"),
         (["--weights", wrong], "--weights needs --model"),
         (["--model", f"{USER_MODELS}:build", "--checkpoint", wrong], "either --checkpoint"),
-        (["--model", f"{USER_MODELS}:build_rgb"], "expected x of shape (3, 32, 32), got (1, 28, 28)"),
+        (["--model", f"{USER_MODELS}:build_rgb"], "expected x of shape (3, 32, 32)"),
     ]
     for args, message in cases:
         result = cli(["certify", *args, *SMALL])

@@ -150,10 +150,10 @@ def solve_model(
     return model.readout(result.z), result
 
 
-def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+def group_norm(channels: int, groups: int, affine: bool = True) -> nn.GroupNorm:
     """Group norm with the largest group count that divides ``channels`` and is <= ``groups``."""
     count = math.gcd(channels, groups) or 1
-    return nn.GroupNorm(count, channels, affine=True)
+    return nn.GroupNorm(count, channels, affine=affine)
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
@@ -168,10 +168,14 @@ def downsampled(size: int, times: int) -> int:
 
 
 class ResidualBlock(nn.Module):
-    """``relu(gn(z + gn(conv(relu(gn(conv(z)))) + u)))``: the MDEQ residual cell."""
+    """``relu(gn(z + gn(conv(relu(gn(conv(z)))) + u)))``: the MDEQ residual cell
+    (``norm_last``: ``gn(relu(...))``, the order of the published MDEQ)."""
 
-    def __init__(self, channels: int, groups: int, hidden: int | None = None) -> None:
+    def __init__(
+        self, channels: int, groups: int, hidden: int | None = None, norm_last: bool = False
+    ) -> None:
         super().__init__()
+        self.norm_last = norm_last  # gn(relu(.)) at the end, as the published MDEQ
         hidden = hidden or channels
         self.conv1 = conv3x3(channels, hidden)
         self.norm1 = group_norm(hidden, groups)
@@ -179,9 +183,16 @@ class ResidualBlock(nn.Module):
         self.norm2 = group_norm(channels, groups)
         self.norm3 = group_norm(channels, groups)
 
-    def forward(self, z: Tensor, u: Tensor) -> Tensor:
+    def forward(self, z: Tensor, u: Tensor, mask: Tensor | None = None) -> Tensor:
+        """One update; ``mask`` (shaped like ``z``) scales the second convolution's output
+        (variational dropout, drawn by the model once per batch)."""
         y = F.relu(self.norm1(self.conv1(z)))
-        y = self.norm2(self.conv2(y) + u)
+        y = self.conv2(y)
+        if mask is not None:
+            y = y * mask
+        y = self.norm2(y + u)
+        if self.norm_last:
+            return self.norm3(F.relu(y + z))  # type: ignore[no-any-return]
         return F.relu(self.norm3(y + z))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,15 +27,45 @@ def checkpoint_sigma(metadata: Mapping[str, Any]) -> float | None:
     return None
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; refuse unavailable devices."""
+def resolve_device(device: str, environ: Mapping[str, str] | None = None) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; refuse unavailable devices.
+
+    With one process per GPU (``torchrun``, or any launcher that sets
+    ``LOCAL_RANK``), ``auto`` and a bare ``cuda`` become ``cuda:LOCAL_RANK``, so
+    that every rank certifies on its own card; an explicit ``cuda:N`` is kept.
+    ``environ`` defaults to ``os.environ``.
+    """
     import torch
 
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     kind = torch.device(device).type
     if kind == "cuda" and not torch.cuda.is_available():
         raise OptionError(f"device '{device}' is not available on this machine; accepted: cpu")
     if kind == "mps" and not torch.backends.mps.is_available():
         raise OptionError(f"device '{device}' is not available on this machine; accepted: cpu")
+    if device == "cuda":
+        rank = local_rank(os.environ if environ is None else environ)
+        if rank is not None:
+            count = torch.cuda.device_count()
+            if rank >= count:
+                raise OptionError(
+                    f"environment LOCAL_RANK={rank}, but this machine has {count} CUDA "
+                    f"device(s); accepted: 0 to {count - 1}"
+                )
+            device = f"cuda:{rank}"
     return device
+
+
+def local_rank(environ: Mapping[str, str]) -> int | None:
+    """The launcher's ``LOCAL_RANK`` (a non-negative integer), or None when unset."""
+    text = environ.get("LOCAL_RANK")
+    if text is None or text == "":
+        return None
+    try:
+        rank = int(text)
+    except ValueError:
+        rank = -1
+    if rank < 0:
+        raise OptionError(f"environment LOCAL_RANK={text!r}: expected a non-negative integer")
+    return rank
