@@ -64,6 +64,7 @@ from ._sampling import (
     solve_injected,
     solver_field,
 )
+from .subset import reference_subset
 from .vanilla import binomial_prediction
 
 BOUND_NOTES: dict[str, str] = {
@@ -294,8 +295,7 @@ class SerializedCertifier(Configurable):
     def _reference_subset(self, generator: torch.Generator) -> Tensor:
         """Sorted random ``K`` of the ``n`` estimation indices (on the generator's device)."""
         o = self.options
-        perm = torch.randperm(o.n, generator=generator, device=generator.device)
-        return perm[: o.reference_samples].sort().values
+        return reference_subset(o.n, o.reference_samples, generator)
 
     def _anchor(self, model: EquilibriumModel, x: Tensor, logs: dict[str, SolveLog]) -> Tensor:
         """The clean input's fixed point under ``reference_solver`` (``chain_start='anchor'``)."""
