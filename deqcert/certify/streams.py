@@ -5,8 +5,8 @@ Input ``index`` of a run seeded with ``seed`` draws its noise from
 is not enough on the CPU: its Mersenne Twister keeps only the low 32 bits of
 the seed, so seeds ``s`` and ``s + 2**32`` give the same noise and about
 ``N**2 / 2**33`` pairs of ``N`` inputs would share a stream.  The CPU
-generator's whole 19,968-bit state is therefore filled from
-``numpy.random.SeedSequence([seed, index])``; other devices (CUDA's Philox)
+generator's whole 19,968-bit state is therefore filled from a
+``numpy.random.SeedSequence`` of a fixed-width encoding of ``(seed, index)``; other devices (CUDA's Philox)
 use the full 64-bit seed, so ``manual_seed(noise_seed(seed, index))`` suffices.
 """
 
@@ -21,26 +21,39 @@ _WORDS = 624  # Mersenne Twister state words
 _STATE_AT = 24  # byte offset of the words in torch's CPU generator state (checked below)
 
 
+def _entropy(seed: int, index: int) -> list[int]:
+    """``(seed, index)`` as four 32-bit words, a fixed-width (so injective) encoding.
+
+    ``SeedSequence([seed, index])`` is not injective: it splits large integers
+    into 32-bit words and pads with zeros, so ``[2**32, 0]`` and ``[0, 1]``
+    give the same state.
+    """
+    if not (0 <= seed < 2**64 and 0 <= index < 2**64):
+        raise OptionError(
+            f"seed and index must be integers in [0, 2**64), got seed={seed}, index={index}"
+        )
+    mask = 2**32 - 1
+    return [seed & mask, seed >> 32, index & mask, index >> 32]
+
+
 def noise_seed(seed: int, index: int) -> int:
     """The 63-bit seed of input ``index``'s noise in a run seeded with ``seed``.
 
-    ``numpy.random.SeedSequence([seed, index]).generate_state(1, numpy.uint64)[0]``
-    with the top bit cleared.  SeedSequence hashes its entropy, so
-    neighbouring ``(seed, index)`` pairs give unrelated values.  Recorded as
-    the generator's ``initial_seed()``; on the CPU it does not alone define
-    the stream (see :func:`noise_generator`).
+    ``numpy.random.SeedSequence([seed % 2**32, seed >> 32, index % 2**32,
+    index >> 32]).generate_state(1, numpy.uint64)[0]`` with the top bit
+    cleared.  SeedSequence hashes its entropy, so neighbouring pairs give
+    unrelated values.  Recorded as the generator's ``initial_seed()``; on the
+    CPU it does not alone define the stream (see :func:`noise_generator`).
     """
-    if seed < 0 or index < 0:
-        raise OptionError(f"seed and index must be non-negative, got seed={seed}, index={index}")
-    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(1, np.uint64)[0]
-    return int(state) & (2**63 - 1)
+    state = np.random.SeedSequence(_entropy(int(seed), int(index))).generate_state(1, np.uint64)
+    return int(state[0]) & (2**63 - 1)
 
 
 def noise_generator(seed: int, index: int, device: torch.device | str = "cpu") -> torch.Generator:
     """The generator of input ``index``'s noise in a run seeded with ``seed``, on ``device``.
 
-    CPU: the 624 state words are ``SeedSequence([seed, index]).generate_state(624,
-    uint32)`` (the first word's top bit set, so the state is never degenerate),
+    CPU: the 624 state words are ``generate_state(624, uint32)`` of the same
+    SeedSequence as :func:`noise_seed` (the first word's top bit set, so the state is never degenerate),
     so two distinct pairs share a stream only if SeedSequence's 19,968-bit
     outputs coincide.  Other devices: ``manual_seed(noise_seed(seed, index))``.
     """
@@ -49,7 +62,7 @@ def noise_generator(seed: int, index: int, device: torch.device | str = "cpu") -
     generator = torch.Generator(device=dev)
     if dev.type != "cpu":
         return generator.manual_seed(key)
-    words = np.random.SeedSequence([int(seed), int(index)]).generate_state(_WORDS, np.uint32)
+    words = np.random.SeedSequence(_entropy(int(seed), int(index))).generate_state(_WORDS, np.uint32)
     words[0] |= np.uint32(0x80000000)
     state = _cpu_state_template(generator)
     state[:8] = np.frombuffer(np.uint64(key).tobytes(), np.uint8)  # the_initial_seed
