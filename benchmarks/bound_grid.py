@@ -6,10 +6,14 @@ mean ``radius / sigma`` (Gaussian; abstentions count 0) of
 
 * ``v1``: the bound ``sound`` was before issue 16 (``sound-v1``: alpha/2, alpha/2, no ``e``);
 * ``ref``: Clopper-Pearson on the ``K`` reference votes alone, at alpha;
-* ``hybrid``: ``max(CP(t, K, alpha/4), sound(3 alpha/8, 3 alpha/8) + e)``;
-* ``sound``: the default bound (a branch chosen from the selection votes);
+* ``hyb25``: the union-bound hybrid ``max(CP(t, K, alpha/4), sound(3 alpha/8,
+  3 alpha/8) + e)`` (``hybrid-0.25``) on its own;
+* ``sel3``: the selection-stage rule among ``sound-0.5``, ``sound-0.9`` and
+  ``reference`` (each with ``+e``, at the full alpha);
+* ``sound``: the default bound, the selection-stage rule between
+  ``hybrid-0.4`` and ``reference`` (:data:`deqcert.certify.bounds.BRANCHES`);
 
-and the worst shortfall of ``sound`` against ``v1`` and ``ref`` over the grid.
+and the worst shortfall of each candidate against ``v1`` and ``ref`` over the grid.
 
 Counts model (binary, class A the true top class): ``Y_g`` i.i.d.
 Bernoulli(p_A); a chain error flips the serial vote, ``Y_m != Y_g``, with
@@ -19,7 +23,7 @@ serial votes.  ``S``: a uniformly random ``K`` of the ``n`` samples.  The
 bounds do not depend on how dependent the chain votes are, only on these counts.
 
     python benchmarks/bound_grid.py                 # n 10000, K 400, alpha 0.001, 300 runs
-    python benchmarks/bound_grid.py --runs 50 --rule sound-0.5 hybrid reference
+    python benchmarks/bound_grid.py --runs 50
 """
 
 from __future__ import annotations
@@ -62,22 +66,36 @@ def simulate(
     )
 
 
-def evaluate(
-    c: Counts, n: int, K: int, n0: int, alpha: float, rule: tuple[str, ...], hybrid: str
-) -> dict:
+ISSUE_RULE = ("sound-0.5", "sound-0.9", "reference")
+"""The selection-stage rule as issue 16 proposed it (measured here, not the default)."""
+
+COLUMNS = ("v1", "ref", "hyb25", "sel3", "sound")
+CANDIDATES = ("hyb25", "sel3", "sound")
+
+
+def evaluate(c: Counts, n: int, K: int, n0: int, alpha: float) -> dict[str, float]:
     """``p_lower`` of every compared bound on one certificate's counts."""
-    v1 = bounds.sound_serialized_lower(c.c_m, c.d, n, K, alpha / 2, alpha / 2).p_lower
-    branch = bounds.select_branch(c.selection_a, n0, n, K, alpha, rule)
+
+    def rule(branches: tuple[str, ...]) -> float:
+        branch = bounds.select_branch(c.selection_a, n0, n, K, alpha, branches)
+        return bounds.branch_lower(branch, c.c_m, c.d, c.e, c.t, n, K, alpha).p_lower
+
     return {
-        "v1": v1,
+        "v1": bounds.sound_serialized_lower(c.c_m, c.d, n, K, alpha / 2, alpha / 2).p_lower,
         "ref": bounds.clopper_pearson_lower(c.t, K, alpha),
-        "hybrid": bounds.branch_lower(hybrid, c.c_m, c.d, c.e, c.t, n, K, alpha).p_lower,
-        "sound": bounds.branch_lower(branch, c.c_m, c.d, c.e, c.t, n, K, alpha).p_lower,
+        "hyb25": bounds.branch_lower("hybrid-0.25", c.c_m, c.d, c.e, c.t, n, K, alpha).p_lower,
+        "sel3": rule(ISSUE_RULE),
+        "sound": rule(bounds.BRANCHES),
     }
 
 
 def radius(p: float) -> float:
     return float(norm.ppf(p)) if p > 0.5 else 0.0
+
+
+def shortfall(new: float, old: float) -> float:
+    """``1 - new / old`` in percent (positive: ``new`` is lower)."""
+    return 100 * (1 - new / old) if old > 0 else 0.0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,44 +106,45 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alpha", type=float, default=0.001)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rule", nargs="+", default=list(bounds.BRANCHES))
-    parser.add_argument("--hybrid", default="hybrid-0.25", help="the hybrid column's branch")
     a = parser.parse_args(argv)
-    rule = tuple(a.rule)
-    names = ("v1", "ref", "hybrid", "sound")
     all_a = bounds.serialized_bound(
         "sound",
         {"C_m": a.n, "d": 0, "K": a.K, "N1": a.K, "reference_A": a.K,
          "selection_A": a.n0, "selection_n": a.n0},
         a.n, a.alpha,
     )
-    print(f"n={a.n} K={a.K} n0={a.n0} alpha={a.alpha} runs={a.runs} rule={' '.join(rule)}")
+    print(f"n={a.n} K={a.K} n0={a.n0} alpha={a.alpha} runs={a.runs} "
+          f"sound = select({' | '.join(bounds.BRANCHES)})")
     print(f"all votes A, d=0: sound p_lower {all_a.p_lower:.5f} "
           f"(r/sigma {radius(all_a.p_lower):.3f}, branch {all_a.details['branch']})")
-    print("mean p_lower / mean r/sigma; shortfall = 1 - sound / other (positive: sound is lower)")
-    head = " ".join(f"{k:>15}" for k in names)
-    print(f"{'p_A':>6} {'eps':>6} {head}   {'vs v1 p/r':>13}   {'vs ref p/r':>13}")
-    worst = {"v1": [0.0, 0.0], "ref": [0.0, 0.0]}
+    print("cells: mean p_lower / mean r/sigma; last columns: shortfall of sound in % "
+          "(p_lower / radius; positive: sound is lower)")
+    head = " ".join(f"{k:>13}" for k in COLUMNS)
+    print(f"{'p_A':>6} {'eps':>5} {head} {'vs v1':>13} {'vs ref':>13}")
+    worst = {(c, o, q): 0.0 for c in CANDIDATES for o in ("v1", "ref") for q in "pr"}
     for p_a in P_A:
         for eps in EPS:
             rng = np.random.default_rng([a.seed, int(p_a * 1e4), EPS.index(eps)])
             rows = [
-                evaluate(simulate(p_a, eps, a.n, a.K, a.n0, rng), a.n, a.K, a.n0, a.alpha, rule, a.hybrid)
+                evaluate(simulate(p_a, eps, a.n, a.K, a.n0, rng), a.n, a.K, a.n0, a.alpha)
                 for _ in range(a.runs)
             ]
-            p = {k: float(np.mean([r[k] for r in rows])) for k in names}
-            r = {k: float(np.mean([radius(x[k]) for x in rows])) for k in names}
-            cells = " ".join(f"{p[k]:.4f}/{r[k]:.3f}".rjust(15) for k in names)
-            short = {}
-            for other in ("v1", "ref"):
-                sp = 1 - p["sound"] / p[other] if p[other] > 0 else 0.0
-                sr = 1 - r["sound"] / r[other] if r[other] > 0 else 0.0
-                worst[other] = [max(worst[other][0], sp), max(worst[other][1], sr)]
-                short[other] = f"{100 * sp:+.2f}/{100 * sr:+.2f}%"
-            print(f"{p_a:>6} {eps!s:>6} {cells}   {short['v1']:>13}   {short['ref']:>13}")
-    for other in ("v1", "ref"):
-        print(f"worst shortfall vs {other}: p_lower {100 * worst[other][0]:.2f} %, "
-              f"radius {100 * worst[other][1]:.2f} %")
+            p = {k: float(np.mean([r[k] for r in rows])) for k in COLUMNS}
+            r = {k: float(np.mean([radius(x[k]) for x in rows])) for k in COLUMNS}
+            for c in CANDIDATES:
+                for o in ("v1", "ref"):
+                    worst[c, o, "p"] = max(worst[c, o, "p"], shortfall(p[c], p[o]))
+                    worst[c, o, "r"] = max(worst[c, o, "r"], shortfall(r[c], r[o]))
+            cells = " ".join(f"{p[k]:.4f}/{r[k]:.3f}".rjust(13) for k in COLUMNS)
+            vs = " ".join(
+                f"{shortfall(p['sound'], p[o]):+.2f}/{shortfall(r['sound'], r[o]):+.1f}".rjust(13)
+                for o in ("v1", "ref")
+            )
+            print(f"{p_a:>6} {eps!s:>5} {cells} {vs}")
+    print("worst shortfall over the grid, % (p_lower / radius):")
+    for c in CANDIDATES:
+        print(f"  {c:>5}: vs v1 {worst[c, 'v1', 'p']:.2f} / {worst[c, 'v1', 'r']:.2f}, "
+              f"vs ref {worst[c, 'ref', 'p']:.2f} / {worst[c, 'ref', 'r']:.2f}")
 
 
 if __name__ == "__main__":
