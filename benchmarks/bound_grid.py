@@ -109,16 +109,30 @@ def main(argv: list[str] | None = None) -> None:
     a = parser.parse_args(argv)
     all_a = bounds.serialized_bound(
         "sound",
-        {"C_m": a.n, "d": 0, "K": a.K, "N1": a.K, "reference_A": a.K,
-         "selection_A": a.n0, "selection_n": a.n0},
-        a.n, a.alpha,
+        {
+            "C_m": a.n,
+            "d": 0,
+            "K": a.K,
+            "N1": a.K,
+            "reference_A": a.K,
+            "selection_A": a.n0,
+            "selection_n": a.n0,
+        },
+        a.n,
+        a.alpha,
     )
-    print(f"n={a.n} K={a.K} n0={a.n0} alpha={a.alpha} runs={a.runs} "
-          f"sound = select({' | '.join(bounds.BRANCHES)})")
-    print(f"all votes A, d=0: sound p_lower {all_a.p_lower:.5f} "
-          f"(r/sigma {radius(all_a.p_lower):.3f}, branch {all_a.details['branch']})")
-    print("cells: mean p_lower / mean r/sigma; last columns: shortfall of sound in % "
-          "(p_lower / radius; positive: sound is lower)")
+    print(
+        f"n={a.n} K={a.K} n0={a.n0} alpha={a.alpha} runs={a.runs} "
+        f"sound = select({' | '.join(bounds.BRANCHES)})"
+    )
+    print(
+        f"all votes A, d=0: sound p_lower {all_a.p_lower:.5f} "
+        f"(r/sigma {radius(all_a.p_lower):.3f}, branch {all_a.details['branch']})"
+    )
+    print(
+        "cells: mean p_lower / mean r/sigma; last columns: shortfall of sound in % "
+        "(p_lower / radius; positive: sound is lower)"
+    )
     head = " ".join(f"{k:>13}" for k in COLUMNS)
     print(f"{'p_A':>6} {'eps':>5} {head} {'vs v1':>13} {'vs ref':>13}")
     worst = {(c, o, q): 0.0 for c in CANDIDATES for o in ("v1", "ref") for q in "pr"}
@@ -143,8 +157,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{p_a:>6} {eps!s:>5} {cells} {vs}")
     print("worst shortfall over the grid, % (p_lower / radius):")
     for c in CANDIDATES:
-        print(f"  {c:>5}: vs v1 {worst[c, 'v1', 'p']:.2f} / {worst[c, 'v1', 'r']:.2f}, "
-              f"vs ref {worst[c, 'ref', 'p']:.2f} / {worst[c, 'ref', 'r']:.2f}")
+        print(
+            f"  {c:>5}: vs v1 {worst[c, 'v1', 'p']:.2f} / {worst[c, 'v1', 'r']:.2f}, "
+            f"vs ref {worst[c, 'ref', 'p']:.2f} / {worst[c, 'ref', 'r']:.2f}"
+        )
 
 
 if __name__ == "__main__":

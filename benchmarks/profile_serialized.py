@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from deqcert import create_certifier, create_dataset, create_model, create_noise, create_solver
-from deqcert.certify.dataset import noise_seed
+from deqcert.certify.dataset import noise_generator
 from deqcert.checkpoint import default_checkpoint, load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -156,7 +156,7 @@ def profile(args: argparse.Namespace, model: Any, dataset: Any) -> None:
     nfe = 0
     for i in range(args.inputs):
         x = dataset[i][0]
-        gen = torch.Generator().manual_seed(noise_seed(0, i))
+        gen = noise_generator(0, i)
         if profiler:
             profiler.enable()
         start = time.perf_counter()

@@ -39,7 +39,9 @@ def test_e_term_adds_observed_reverse_mismatches() -> None:
     base = bounds.sound_serialized_lower(9900, 4, 10_000, 400, 0.0005, 0.0005)
     plus = bounds.sound_serialized_lower(9900, 4, 10_000, 400, 0.0005, 0.0005, e=6)
     assert base.d_up == plus.d_up == 381
-    assert plus.p_lower == pytest.approx(bounds.clopper_pearson_lower(9900 - 381 + 6, 10_000, 0.0005))
+    assert plus.p_lower == pytest.approx(
+        bounds.clopper_pearson_lower(9900 - 381 + 6, 10_000, 0.0005)
+    )
     assert plus.p_lower > base.p_lower
     with pytest.raises(ValueError):
         bounds.sound_serialized_lower(9900, 4, 10_000, 400, 0.0005, 0.0005, e=397)
@@ -53,7 +55,9 @@ def test_hybrid_is_the_max_of_its_two_parts() -> None:
     sound = bounds.sound_serialized_lower(9900, 4, 10_000, 400, half, half, e=2)
     reference = bounds.clopper_pearson_lower(394, 400, w * a)
     assert named.p_lower == max(sound.p_lower, reference)
-    assert named.alpha_split == pytest.approx({"reference": w * a, "mismatch": half, "clopper_pearson": half})
+    assert named.alpha_split == pytest.approx(
+        {"reference": w * a, "mismatch": half, "clopper_pearson": half}
+    )
     assert sum(named.alpha_split.values()) == pytest.approx(a)
 
 
@@ -115,8 +119,16 @@ def is_overstatement(top_class: bool, p_lower: float, p_a: float) -> bool:
 
 
 def overstatements(
-    bound: str, p_a: float, chains: Chains, runs: int, *, n: int = 1000, K: int = 100,
-    n0: int = 20, alpha: float = 0.1, seed: int = 0,
+    bound: str,
+    p_a: float,
+    chains: Chains,
+    runs: int,
+    *,
+    n: int = 1000,
+    K: int = 100,
+    n0: int = 20,
+    alpha: float = 0.1,
+    seed: int = 0,
 ) -> tuple[int, int, int]:
     """(over-statements, certified runs, wrong-class certificates) over ``runs`` simulations."""
     rng = np.random.default_rng(seed)
@@ -129,10 +141,14 @@ def overstatements(
         s = rng.choice(n, size=K, replace=False)
         mc, gc = (m, g) if candidate else (~m, ~g)
         counts = {
-            "C_m": int(mc.sum()), "K": K, "d": int((mc[s] & ~gc[s]).sum()),
-            "N1": int((mc[s] & gc[s]).sum()), "N2": int(mc[s].sum()),
+            "C_m": int(mc.sum()),
+            "K": K,
+            "d": int((mc[s] & ~gc[s]).sum()),
+            "N1": int((mc[s] & gc[s]).sum()),
+            "N2": int(mc[s].sum()),
             "reference_A": int(gc[s].sum()),
-            "selection_A": int((selection == candidate).sum()), "selection_n": n0,
+            "selection_A": int((selection == candidate).sum()),
+            "selection_n": n0,
         }
         p_lower = bounds.serialized_bound(bound, counts, n, alpha).p_lower
         certified += p_lower > 0.5

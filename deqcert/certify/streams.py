@@ -6,8 +6,9 @@ is not enough on the CPU: its Mersenne Twister keeps only the low 32 bits of
 the seed, so seeds ``s`` and ``s + 2**32`` give the same noise and about
 ``N**2 / 2**33`` pairs of ``N`` inputs would share a stream.  The CPU
 generator's whole 19,968-bit state is therefore filled from a
-``numpy.random.SeedSequence`` of a fixed-width encoding of ``(seed, index)``; other devices (CUDA's Philox)
-use the full 64-bit seed, so ``manual_seed(noise_seed(seed, index))`` suffices.
+``numpy.random.SeedSequence`` of a fixed-width encoding of ``(seed, index)``;
+other devices (CUDA's Philox) use the full 64-bit seed, so
+``manual_seed(noise_seed(seed, index))`` suffices.
 """
 
 from __future__ import annotations
@@ -53,16 +54,18 @@ def noise_generator(seed: int, index: int, device: torch.device | str = "cpu") -
     """The generator of input ``index``'s noise in a run seeded with ``seed``, on ``device``.
 
     CPU: the 624 state words are ``generate_state(624, uint32)`` of the same
-    SeedSequence as :func:`noise_seed` (the first word's top bit set, so the state is never degenerate),
-    so two distinct pairs share a stream only if SeedSequence's 19,968-bit
-    outputs coincide.  Other devices: ``manual_seed(noise_seed(seed, index))``.
+    SeedSequence as :func:`noise_seed` (the first word's top bit set, so the
+    state is never degenerate), so two distinct pairs share a stream only if
+    SeedSequence's 19,968-bit outputs coincide.  Other devices: ``manual_seed(noise_seed(seed, index))``.
     """
     key = noise_seed(seed, index)
     dev = torch.device(device)
     generator = torch.Generator(device=dev)
     if dev.type != "cpu":
         return generator.manual_seed(key)
-    words = np.random.SeedSequence(_entropy(int(seed), int(index))).generate_state(_WORDS, np.uint32)
+    words = np.random.SeedSequence(_entropy(int(seed), int(index))).generate_state(
+        _WORDS, np.uint32
+    )
     words[0] |= np.uint32(0x80000000)
     state = _cpu_state_template(generator)
     state[:8] = np.frombuffer(np.uint64(key).tobytes(), np.uint8)  # the_initial_seed
@@ -86,7 +89,9 @@ def _cpu_state_template(generator: torch.Generator) -> np.ndarray:
     words = [5]
     for i in range(1, _WORDS):
         words.append((1812433253 * (words[-1] ^ (words[-1] >> 30)) + i) & 0xFFFFFFFF)
-    found = state[_STATE_AT : _STATE_AT + 8 * _WORDS].view(np.uint64) if state.size >= 5016 else None
+    found = (
+        state[_STATE_AT : _STATE_AT + 8 * _WORDS].view(np.uint64) if state.size >= 5016 else None
+    )
     if found is None or not np.array_equal(found, np.array(words, np.uint64)):
         raise DeqcertError(
             f"this torch version ({torch.__version__}) lays out its CPU generator state "
