@@ -74,6 +74,8 @@ def test_branch_rule_uses_only_the_selection_votes() -> None:
 def test_serialized_bound_rejects_unknown_names() -> None:
     with pytest.raises(ValueError, match="sound-v1"):
         bounds.serialized_bound("nope", ALL_A, 10_000, 0.001)
+    with pytest.raises(ValueError, match="selection_n"):
+        bounds.serialized_bound("sound", ALL_A, 10_000, 0.001)
     with pytest.raises(ValueError, match="hybrid"):
         bounds.branch_lower("nope", 1, 0, 0, 1, 10, 4, 0.1)
 

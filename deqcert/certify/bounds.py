@@ -1,7 +1,7 @@
 """All the statistics of certification, one small named function each.
 
 The formulas and the reasons they are (or are not) valid are in
-``certification.md``; this module only computes them, with ``scipy.stats``.
+``docs/concepts.md``; this module only computes them, with ``scipy.stats``.
 
 * :func:`clopper_pearson_lower` / :func:`clopper_pearson_upper`: exact one-sided
   binomial confidence bounds (fractional counts allowed for the ``paper``
@@ -9,8 +9,11 @@ The formulas and the reasons they are (or are not) valid are in
 * :func:`hypergeometric_upper`: exact upper confidence bound on the number of
   "bad" items in a finite population from a simple random sample.
 * :func:`binomial_test_pvalue`: the two-sided test of PREDICT.
-* :func:`sound_serialized_lower`, :func:`paper_lower`, :func:`repro_lower`:
-  the three bounds the serialized certifier offers by name.
+* :func:`sound_serialized_lower` (with the ``+e`` term), :func:`paper_lower`,
+  :func:`repro_lower`: the serialized bounds' formulas;
+* :func:`branch_lower` and :func:`select_branch`: the branches of the default
+  ``sound`` bound and the rule that picks one from the selection votes;
+* :func:`serialized_bound`: every named bound from a certificate's counts.
 """
 
 from __future__ import annotations
@@ -258,6 +261,12 @@ def serialized_bound(
     change the sampling, so one certificate's counts give every bound.
     """
     if name == "sound":
+        missing = {"selection_A", "selection_n", "reference_A", "N1"} - set(counts)
+        if missing:
+            raise ValueError(
+                f"the sound bound needs counts {sorted(missing)} (older "
+                "certificates lack selection_n: add it, it is the certificate's n0)"
+            )
         e = counts["reference_A"] - counts["N1"]
         branch = select_branch(counts["selection_A"], counts["selection_n"], n, counts["K"], alpha)
         named = branch_lower(
