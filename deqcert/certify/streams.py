@@ -56,7 +56,8 @@ def noise_generator(seed: int, index: int, device: torch.device | str = "cpu") -
     CPU: the 624 state words are ``generate_state(624, uint32)`` of the same
     SeedSequence as :func:`noise_seed` (the first word's top bit set, so the
     state is never degenerate), so two distinct pairs share a stream only if
-    SeedSequence's 19,968-bit outputs coincide.  Other devices: ``manual_seed(noise_seed(seed, index))``.
+    SeedSequence's 19,968-bit outputs coincide.  Other devices:
+    ``manual_seed(noise_seed(seed, index))``.
     """
     key = noise_seed(seed, index)
     dev = torch.device(device)
