@@ -2,8 +2,8 @@
 
 The hypergeometric step of the sound bound needs ``S`` uniform over the
 ``K``-subsets of the ``n`` estimation indices.  torch's CPU ``randperm`` maps
-32-bit random numbers with a modulo, which is not uniform (its distance from
-uniform reaches ``1.5e-2`` at ``n = 10**5``, ``K = 4000``).  Instead, four
+32-bit random numbers with a modulo, which is not uniform (an audit bounded
+its distance from uniform by ``1.5e-2`` at ``n = 10**5``, ``K = 4000``).  Instead, four
 32-bit words drawn from the input's generator seed a numpy ``Generator``
 (``SeedSequence`` of the words), whose ``choice(replace=False)`` uses
 unbiased bounded integers: ``S`` is uniform on every device, given uniform
