@@ -89,7 +89,7 @@ RADIUS_STEPS = len(default_radii(1.0))
 
 
 def certify_one(certifier: Any, model: Any, dataset: Any, index: int, seed: int) -> Record:
-    """The record of input ``index`` (its noise drawn from ``noise_seed(seed, index)``)."""
+    """The record of input ``index`` (its noise drawn from ``noise_generator(seed, index)``)."""
     return next(iter(certify_dataset(certifier, model, dataset, [index], seed=seed)))
 
 
@@ -241,7 +241,8 @@ def result_row(
 
 def all_votes_counts(n: int, k: int, n0: int) -> dict[str, int]:
     """Serialized counts when every vote is ``A`` and no reference sample mismatches."""
-    return {"C_m": n, "d": 0, "K": k, "N1": k, "N2": k, "reference_A": k, "selection_A": n0}
+    return {"C_m": n, "d": 0, "K": k, "N1": k, "N2": k, "reference_A": k, "selection_A": n0,
+            "selection_n": n0}
 
 
 def serialized_radius(

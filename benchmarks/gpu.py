@@ -22,7 +22,7 @@ fixed step counts (``vanilla ES`` then equals ``vanilla 30A``).
 
 Every method certifies the same inputs through
 :func:`deqcert.certify.dataset.certify_dataset` (input ``i`` draws its noise
-from ``noise_seed(seed, i)`` on the device), after one untimed warm-up
+from ``noise_generator(seed, i)`` on the device), after one untimed warm-up
 certificate per method (kernel selection, allocator); the table is computed
 by :func:`deqcert.report.summarize`.  The seconds of a certificate include
 every host-device synchronisation (the certificate's numbers are on the host).

@@ -1,7 +1,7 @@
 """Serialized (SRS) against vanilla randomized smoothing on the bundled noise-trained MDEQs.
 
 Every method certifies the same test inputs of ``mnist-sample`` with the same
-run seed (input ``i`` draws its noise from ``noise_seed(seed, i)``, through
+run seed (input ``i`` draws its noise from ``noise_generator(seed, i)``, through
 :func:`deqcert.certify.dataset.certify_dataset`), and the methods are
 interleaved input by input so that a change in machine load hits them all
 alike.  Tables (printed, and written to ``benchmarks/results/``):

@@ -2,7 +2,7 @@
 
 On the bundled contractive DEQ (``deqcert/checkpoints/contractive-*.safetensors``)
 three certifiers certify the first ``--images`` test images of ``mnist-sample``
-with the same run seed (image ``i`` draws its noise from ``noise_seed(seed, i)``
+with the same run seed (image ``i`` draws its noise from ``noise_generator(seed, i)``
 through :func:`deqcert.certify.dataset.certify_dataset`, so the noisy inputs
 are identical across certifiers), interleaved image by image with the order
 rotated, so that a change in machine load hits them all alike:

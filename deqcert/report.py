@@ -152,8 +152,8 @@ def with_bound(
         ResultsError: the record holds no serialized certificate (no candidate class).
         OptionError: an unknown bound name.
     """
-    from .certify._sampling import decide
-    from .certify.bounds import serialized_bound
+    from .certify.base import decide
+    from .certify.bounds import SOUND_BOUNDS, serialized_bound
 
     extra = (record.get("certificate") or {}).get("extra") or {}
     if "candidate" not in extra:
@@ -177,7 +177,7 @@ def with_bound(
         "correct": prediction != ABSTAIN and prediction == record["label"],
         "p_lower": named.p_lower,
         "bound": bound,
-        "sound": bound == "sound",
+        "sound": bound in SOUND_BOUNDS,
     }
 
 

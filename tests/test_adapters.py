@@ -16,7 +16,7 @@ from typer.testing import Result
 import deqcert
 from deqcert.adapters import Layout
 from deqcert.adapters.factory import convert, load_state
-from deqcert.certify._sampling import noisy_batch
+from deqcert.certify.sampling import noisy_batch
 from deqcert.errors import DataError, DeqcertError
 from deqcert.models.check import ModelProtocolError, check_model
 from deqcert.run import guards

@@ -12,7 +12,10 @@ from deqcert.certify import bounds
 
 
 def test_golden_sound_bound() -> None:
-    """n=10000, K=400, d=4, C_m=9900, alpha=0.001 split evenly: D_up=381, radius/sigma=1.593."""
+    """n=10000, K=400, d=4, C_m=9900, alpha=0.001 split evenly: D_up=381, radius/sigma=1.593.
+
+    The mismatch bound with e = 0, i.e. ``sound-v1`` (test_sound_bound.py pins ``sound``).
+    """
     result = bounds.sound_serialized_lower(9900, 4, 10_000, 400, 0.0005, 0.0005)
     assert result.d_up == 381
     assert round(float(stats.norm.ppf(result.p_lower)), 3) == 1.593

@@ -21,6 +21,7 @@ from deqcert import (
     create_solver,
     list_certifiers,
 )
+from deqcert.certify import bounds
 from deqcert.protocols import Certificate, Certifier, Prediction, SolverResult
 from deqcert.testing.oracles import LinearOracle
 
@@ -237,10 +238,14 @@ def test_serialized_certificate_is_complete(oracle: Any) -> None:
     model, x = oracle
     cert = srs().certify(model, x, generator=gen())
     counts = cert.counts
-    assert set(counts) >= {"C_m", "d", "K", "N1", "N2", "reference_A", "selection_A", "D_up"}
+    expected = {"C_m", "d", "K", "N1", "N2", "reference_A", "selection_A", "selection_n", "e"}
+    assert set(counts) >= expected and counts["selection_n"] == 7
     assert counts["K"] == 20 and 0 <= counts["d"] <= counts["N2"] <= counts["K"]
     assert counts["N1"] + counts["d"] == counts["N2"]
-    assert cert.alpha_split == pytest.approx({"mismatch": 0.05, "clopper_pearson": 0.05})
+    assert counts["e"] == counts["reference_A"] - counts["N1"] >= 0
+    branch = cert.extra["branch"]
+    assert branch in bounds.BRANCHES and ("D_up" in counts) == (branch != "reference")
+    assert sum(cert.alpha_split.values()) == pytest.approx(0.1)  # the whole alpha, recorded
     assert cert.bound == "sound" and cert.sound and cert.extra["bound_note"].startswith("sound")
     assert set(cert.solvers) == {"solver", "warmup_solver", "reference_solver"}
     solves = cert.extra["solves"]
@@ -255,14 +260,26 @@ def test_serialized_certificate_is_complete(oracle: Any) -> None:
     assert solves["chains"]["unconverged"] == 43  # one naive step never meets the tolerance
 
 
-def test_serialized_bound_matches_bounds_module(oracle: Any) -> None:
-    from deqcert.certify import bounds
-
+@pytest.mark.parametrize("n0", [7, 40])
+def test_serialized_bound_matches_bounds_module(oracle: Any, n0: int) -> None:
     model, x = oracle
-    cert = srs(n=200, reference_samples=50).certify(model, x, generator=gen(1))
+    cert = srs(n=200, n0=n0, reference_samples=50).certify(model, x, generator=gen(1))
+    c = cert.counts
+    branch = bounds.select_branch(c["selection_A"], n0, 200, 50, 0.1)
+    e = c["reference_A"] - c["N1"]
+    expected = bounds.branch_lower(branch, c["C_m"], c["d"], e, c["reference_A"], 200, 50, 0.1)
+    assert (cert.p_lower, cert.extra["branch"]) == (expected.p_lower, branch)
+    assert cert.alpha_split == expected.alpha_split
+
+
+def test_sound_v1_is_the_old_bound(oracle: Any) -> None:
+    model, x = oracle
+    cert = srs(n=200, reference_samples=50, bound="sound-v1").certify(model, x, generator=gen(1))
     c = cert.counts
     expected = bounds.sound_serialized_lower(c["C_m"], c["d"], 200, 50, 0.05, 0.05)
     assert (cert.p_lower, c["D_up"]) == (expected.p_lower, expected.d_up)
+    assert cert.sound
+    assert cert.alpha_split == pytest.approx({"mismatch": 0.05, "clopper_pearson": 0.05})
 
 
 @pytest.mark.parametrize("bound", ["paper", "repro"])

@@ -11,7 +11,7 @@ from _helpers import SIGMA, make_certifier
 from torch import Tensor
 
 from deqcert import DataError, OptionError
-from deqcert.certify.dataset import certify_dataset, noise_seed
+from deqcert.certify.dataset import certify_dataset, noise_generator, noise_seed
 from deqcert.testing.oracles import LinearOracle
 
 KEYS = {
@@ -55,12 +55,51 @@ def strip(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_noise_seed_is_the_documented_function() -> None:
-    expected = int(np.random.SeedSequence([7, 12]).generate_state(1, np.uint64)[0]) & (2**63 - 1)
+    words = [7, 0, 12, 0]  # (seed, index) as fixed-width 32-bit words
+    expected = int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]) & (2**63 - 1)
     assert noise_seed(7, 12) == expected
+    # SeedSequence([seed, index]) itself is not injective: [2**32, 0] and [0, 1] collide
+    assert noise_seed(2**32, 0) != noise_seed(0, 1)
     seeds = {noise_seed(s, i) for s in range(3) for i in range(100)}
     assert len(seeds) == 300 and all(0 <= s < 2**63 for s in seeds)
     with pytest.raises(OptionError):
         noise_seed(-1, 0)
+    with pytest.raises(OptionError, match="2\\*\\*64"):
+        noise_seed(0, 2**64)
+
+
+def test_cpu_manual_seed_keeps_only_32_bits() -> None:
+    """Why noise_generator exists: torch's CPU generator collides seeds s and s + 2**32."""
+    a = torch.randn(8, generator=torch.Generator().manual_seed(12345))
+    b = torch.randn(8, generator=torch.Generator().manual_seed(12345 + 2**32))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("seed", [0, 12345, 2**40])
+def test_noise_generator_streams_do_not_collide(seed: int) -> None:
+    """Seeds s and s + 2**32 (and neighbouring indices) give unrelated, reproducible noise."""
+    draws = {}
+    for s, i in [(seed, 0), (seed + 2**32, 0), (seed, 1), (seed + 1, 0)]:
+        draws[s, i] = torch.randn(8, generator=noise_generator(s, i))
+        assert torch.equal(draws[s, i], torch.randn(8, generator=noise_generator(s, i)))
+    values = list(draws.values())
+    assert all(not torch.equal(a, b) for k, a in enumerate(values) for b in values[k + 1 :])
+    assert noise_generator(seed, 3).initial_seed() == noise_seed(seed, 3)
+
+
+def test_noise_generator_first_draws_are_distinct_over_many_inputs() -> None:
+    """6,000 (seed, index) pairs, including seeds 2**32 apart: all first 64-bit draws differ."""
+    pairs = [(s, i) for s in (0, 1, 2**32, 2**32 + 1) for i in range(1500)]
+    first = {int(torch.randint(0, 2**62, (1,), generator=noise_generator(s, i))) for s, i in pairs}
+    assert len(first) == len(pairs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_noise_generator_on_cuda_uses_the_full_seed() -> None:
+    a = torch.randn(8, device="cuda", generator=noise_generator(7, 0, "cuda"))
+    b = torch.randn(8, device="cuda", generator=noise_generator(7 + 2**32, 0, "cuda"))
+    assert not torch.equal(a, b)
+    assert noise_generator(7, 0, "cuda").initial_seed() == noise_seed(7, 0)
 
 
 @pytest.mark.parametrize("name", ["vanilla", "serialized"])
@@ -84,7 +123,7 @@ def test_index_seed_drives_the_generator(setup: Any) -> None:
     model, dataset = setup
     record = next(certify_dataset(certifier(), model, dataset, [2], seed=5))
     direct = certifier().certify(
-        model, dataset[2][0], generator=torch.Generator().manual_seed(noise_seed(5, 2))
+        model, dataset[2][0], generator=noise_generator(5, 2)
     )
     assert record["certificate"]["counts"] == direct.counts
     assert record["p_lower"] == direct.p_lower

@@ -94,9 +94,9 @@ def test_every_registered_component_is_covered() -> None:
         checks = [check_name for check_name, _ in cases()]
         assert len(checks) >= 7, kind
         assert ids == {f"{n}-{c}" for n in names() for c in checks}
-    # the built-ins and the installed example plugin
-    assert {"km", "anderson"} <= set(deqcert.list_solvers())
-    assert {"gaussian", "laplace", "uniform", "gaussian-linf"} <= set(deqcert.list_noises())
+    # at least the built-ins (plugins installed in the environment come on top)
+    assert {"naive", "anderson", "broyden"} <= set(deqcert.list_solvers())
+    assert {"gaussian", "laplace", "uniform"} <= set(deqcert.list_noises())
     assert {"mdeq", "contractive-mlpdeq"} <= set(deqcert.list_models())
     assert {"vanilla", "serialized", "verified"} <= set(deqcert.list_certifiers())
 

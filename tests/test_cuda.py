@@ -23,8 +23,8 @@ from conftest import FAST
 from typer.testing import Result
 
 from deqcert import OptionError, create_certifier, create_noise, create_solver, load_checkpoint
-from deqcert.certify._sampling import SolveLog, evaluating
 from deqcert.certify.dataset import noise_seed
+from deqcert.certify.sampling import SolveLog, evaluating
 from deqcert.checkpoint import default_checkpoint
 from deqcert.data.sample import MnistSample
 from deqcert.results import read_results

@@ -154,16 +154,16 @@ def test_with_bound_abstains_at_one_half_and_refuses_other_records() -> None:
     noise = create_noise("gaussian", sigma=0.5)
     counts = {"C_m": 60, "d": 0, "K": 20, "N1": 20, "N2": 20}
     record = {"index": 0, "label": 2, "counts": counts, "certificate": {"extra": {"candidate": 2}}}
-    high = with_bound(record, "sound", noise, n=100, alpha=0.01)
-    assert high["p_lower"] == serialized_bound("sound", counts, 100, 0.01).p_lower
+    high = with_bound(record, "sound-v1", noise, n=100, alpha=0.01)
+    assert high["p_lower"] == serialized_bound("sound-v1", counts, 100, 0.01).p_lower
     assert high["p_lower"] < 0.5 and (high["prediction"], high["radius"]) == (-1, 0.0)
     assert high["correct"] is False
     all_a = {**record, "counts": {**counts, "C_m": 100}}
-    full = with_bound(all_a, "sound", noise, n=100, alpha=0.01)
+    full = with_bound(all_a, "sound-v1", noise, n=100, alpha=0.01)
     assert full["prediction"] == 2 and full["correct"] and full["radius"] > 0
     with pytest.raises(ResultsError, match="serialized certificate"):
-        with_bound({**record, "certificate": {"extra": {}}}, "sound", noise, n=100, alpha=0.01)
+        with_bound({**record, "certificate": {"extra": {}}}, "sound-v1", noise, n=100, alpha=0.01)
     with pytest.raises(ResultsError, match="lack 'K'"):
-        with_bound({**record, "counts": {"C_m": 1, "d": 0}}, "sound", noise, n=100, alpha=0.01)
+        with_bound({**record, "counts": {"C_m": 1, "d": 0}}, "sound-v1", noise, n=100, alpha=0.01)
     with pytest.raises(OptionError, match="unknown serialized bound"):
         with_bound(record, "magic", noise, n=100, alpha=0.01)

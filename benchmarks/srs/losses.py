@@ -80,7 +80,7 @@ def _cause(cfg: Config, srs: Record, van: Record, radius: float) -> str:
     ``C_m`` with ``d = 0`` would have reached ``radius``; ``votes``: below the
     cap, but ``C_m`` is too low for the hypergeometric correction of ``K``.
     """
-    c = srs["counts"]
+    c = {"selection_n": cfg.n0, **srs["counts"]}  # records before issue 16 lack selection_n
     if candidate(srs) != van["prediction"]:
         return "candidate"
     if sound_cap(cfg.sigma, cfg.n, c["K"], cfg.alpha, cfg.n0) < radius:

@@ -1,9 +1,10 @@
 """Certify (or predict) a dataset, one record per index, reproducibly.
 
-Each index's noise comes from its own generator seeded with
-:func:`noise_seed` ``(seed, index)``, so a record depends only on the
-certifier, the model, the input and those two numbers: never on the order of
-the indices, on sharding or on where a run was resumed.
+Each index's noise comes from its own generator,
+:func:`~deqcert.certify.streams.noise_generator` ``(seed, index, device)``, so
+a record depends only on the certifier, the model, the input and those two
+numbers: never on the order of the indices, on sharding or on where a run was
+resumed; distinct ``(seed, index)`` pairs never share a stream in practice.
 """
 
 from __future__ import annotations
@@ -11,29 +12,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ..errors import DataError, OptionError
 from ..protocols import ABSTAIN, Certificate, Certifier, EquilibriumModel, Prediction
 from .base import check_input
+from .streams import noise_generator, noise_seed
+
+__all__ = ["certify_dataset", "noise_generator", "noise_seed"]
 
 Mode = Literal["certify", "predict"]
-
-
-def noise_seed(seed: int, index: int) -> int:
-    """The seed of input ``index``'s noise generator in a run seeded with ``seed``.
-
-    ``numpy.random.SeedSequence([seed, index]).generate_state(1, numpy.uint64)[0]``
-    with the top bit cleared (a non-negative 63-bit integer, accepted by
-    ``torch.Generator.manual_seed`` everywhere).  SeedSequence hashes its
-    entropy, so neighbouring ``(seed, index)`` pairs give unrelated streams.
-    """
-    if seed < 0 or index < 0:
-        raise OptionError(f"seed and index must be non-negative, got seed={seed}, index={index}")
-    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(1, np.uint64)[0]
-    return int(state) & (2**63 - 1)
 
 
 def certify_dataset(
@@ -53,7 +42,7 @@ def certify_dataset(
         model: the equilibrium model; it is not moved (put it on ``device`` first).
         dataset: anything indexable returning ``(x, label)`` with ``x`` of shape ``(C, H, W)``.
         indices: dataset indices to run.
-        seed: run seed; index ``i`` uses ``noise_seed(seed, i)``.
+        seed: run seed; index ``i`` uses ``noise_generator(seed, i, device)``.
         device: where inputs and generators live (default: the model's device).
         mode: ``"certify"`` (CERTIFY) or ``"predict"`` (PREDICT).
 
@@ -85,7 +74,7 @@ def _records(
     for index in indices:
         x, label = _load(dataset, int(index), model)
         x = x.to(dev)
-        generator = torch.Generator(device=dev).manual_seed(noise_seed(seed, int(index)))
+        generator = noise_generator(seed, int(index), dev)
         if mode == "certify":
             yield _certificate_record(
                 int(index), label, seed, certifier.certify(model, x, generator=generator)

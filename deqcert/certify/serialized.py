@@ -12,8 +12,8 @@ counted as if they were i.i.d. votes of ``h_ref``.  CERTIFY instead:
 3. estimation: ``n`` fresh draws along the chains give ``Y_m``; for ``i`` in
    ``S`` the *same* noisy input is also solved by ``reference_solver`` from
    ``init_state`` (batched), giving ``Y_g = h_ref(x + e_i)``;
-4. bounds ``p_A`` by name (``sound``: hypergeometric + Clopper-Pearson, see
-   :func:`~deqcert.certify.bounds.sound_serialized_lower`).
+4. bounds ``p_A`` by name (``sound``: a branch chosen from the selection
+   votes, see :func:`~deqcert.certify.bounds.serialized_bound`).
 
 How chains start (``chain_start``) does not affect validity, only cost:
 
@@ -67,9 +67,14 @@ from .sampling import (
     noisy_batch,
     solve_injected,
 )
+from .subset import reference_subset
 
 BOUND_NOTES: dict[str, str] = {
-    "sound": "sound: hypergeometric bound on mismatches + Clopper-Pearson",
+    "sound": (
+        "sound: from the selection votes alone, either Clopper-Pearson on the K reference "
+        "votes or the hybrid max(reference CP, hypergeometric mismatch bound + e + CP)"
+    ),
+    "sound-v1": "sound: hypergeometric bound on mismatches + Clopper-Pearson (before issue 16)",
     "paper": (
         "approximate (not proven sound): the authors' rebuttal bound applies the binomial "
         "Clopper-Pearson bound to a reference subset drawn without replacement"
@@ -104,7 +109,9 @@ class SerializedOptions(SmoothingOptions):
         tol=1e-3,
     )
     reference_samples: int = Field(400, ge=1, description="K: size of the reference subset S.")
-    bound: Literal["sound", "paper", "repro"] = Field("sound", description="Bound on p_A.")
+    bound: Literal["sound", "sound-v1", "paper", "repro"] = Field(
+        "sound", description="Bound on p_A."
+    )
     chain_start: Literal["warmup", "anchor", "carry"] = Field(
         "warmup", description="How the chains start: warm-up batch, clean anchor, or carried."
     )
@@ -112,7 +119,10 @@ class SerializedOptions(SmoothingOptions):
         0.5,
         gt=0,
         lt=1,
-        description="Share of alpha spent on the mismatch bound (alpha_1); the rest is alpha_2.",
+        description=(
+            "Share of alpha spent on the mismatch bound (alpha_1) by sound-v1, paper and repro; "
+            "sound records the split of the branch it chose."
+        ),
     )
 
     @model_validator(mode="after")
@@ -170,8 +180,10 @@ class SerializedCertifier(Configurable):
     ``counts`` hold ``C_m`` (serialized votes for ``A`` among ``n``), ``d``
     (reference samples with ``Y_m = A`` and ``Y_g != A``), ``K``, ``N1``,
     ``N2`` (the ``paper`` bound's counts), ``reference_A`` (``Y_g = A`` in
-    ``S``) and ``D_up`` (``sound`` only).  ``sound`` is True only for the
-    ``sound`` bound; ``extra['bound_note']`` states what the bound guarantees.
+    ``S``), ``selection_A``, ``selection_n``, ``D_up`` and ``e`` (reverse
+    mismatches, ``sound``); ``extra['branch']`` is ``sound``'s chosen branch.
+    ``sound`` is True for ``sound`` and ``sound-v1``; ``extra['bound_note']``
+    states what the bound guarantees.
     """
 
     Options = SerializedOptions
@@ -205,7 +217,9 @@ class SerializedCertifier(Configurable):
             y_g = reference.finish()
         counts = _agreement_counts(serial, y_g, subset, candidate)
         counts["selection_A"] = int((selected == candidate).sum())
-        p_lower, details = self._bound(counts)
+        counts["selection_n"] = o.n0
+        named = self._bound(counts)
+        p_lower, details = named.p_lower, named.details
         counts.update({k: v for k, v in details.items() if isinstance(v, int)})
         serial_log = SolveLog.merged(logs["chains"], logs["warmup"])
         return build_certificate(
@@ -213,9 +227,9 @@ class SerializedCertifier(Configurable):
             candidate=candidate,
             p_lower=p_lower,
             counts=counts,
-            alpha_split=bounds.split_alpha(o.alpha, o.alpha_split),
+            alpha_split=named.alpha_split,
             bound=o.bound,
-            sound=o.bound == "sound",
+            sound=o.bound in bounds.SOUND_BOUNDS,
             solvers=self._solvers(),
             nfe=sum(log.nfe for log in logs.values()),
             started=start,
@@ -266,7 +280,7 @@ class SerializedCertifier(Configurable):
         """Name and options, plus whether the configured bound is sound."""
         return {
             **super().describe(),
-            "sound": self.options.bound == "sound",
+            "sound": self.options.bound in bounds.SOUND_BOUNDS,
             "bound_note": BOUND_NOTES[self.options.bound],
         }
 
@@ -274,8 +288,7 @@ class SerializedCertifier(Configurable):
     def _reference_subset(self, generator: torch.Generator) -> Tensor:
         """Sorted random ``K`` of the ``n`` estimation indices (on the generator's device)."""
         o = self.options
-        perm = torch.randperm(o.n, generator=generator, device=generator.device)
-        return perm[: o.reference_samples].sort().values
+        return reference_subset(o.n, o.reference_samples, generator)
 
     def _anchor(self, model: EquilibriumModel, x: Tensor, logs: dict[str, SolveLog]) -> Tensor:
         """The clean input's fixed point under ``reference_solver`` (``chain_start='anchor'``)."""
@@ -324,10 +337,9 @@ class SerializedCertifier(Configurable):
         return torch.cat(predictions), chains
 
     # -- statistics -------------------------------------------------------------
-    def _bound(self, counts: dict[str, int]) -> tuple[float, dict[str, Any]]:
+    def _bound(self, counts: dict[str, int]) -> bounds.NamedBound:
         o = self.options
-        named = bounds.serialized_bound(o.bound, counts, o.n, o.alpha, o.alpha_split)
-        return named.p_lower, named.details
+        return bounds.serialized_bound(o.bound, counts, o.n, o.alpha, o.alpha_split)
 
     def _solvers(self) -> dict[str, Any]:
         o = self.options

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..certify._sampling import evaluating, solve_injected
+from ..certify.sampling import evaluating, solve_injected
 from ..errors import DeqcertError
 
 HREF_ROLES = ("reference_solver", "solver")
