@@ -250,9 +250,12 @@ def test_serialized_certificate_is_complete(oracle: Any) -> None:
     assert solves["reference"]["samples"] == 20
     assert cert.extra["nfe"] == {"warmup": 4 * 17, "chains": 43, "reference": 5 * 20, "anchor": 0}
     assert cert.nfe == sum(cert.extra["nfe"].values())
-    unconverged = solves["warmup"]["unconverged"] + solves["chains"]["unconverged"]
-    assert cert.unconverged_fraction == pytest.approx(unconverged / 60)
+    # unconverged_fraction is the reference solves' share (h_ref), not the chains'
+    assert cert.unconverged_fraction == solves["reference"]["unconverged_fraction"]
+    assert cert.health["reference_unconverged"] == cert.unconverged_fraction
     assert solves["chains"]["unconverged"] == 43  # one naive step never meets the tolerance
+    unconverged = solves["warmup"]["unconverged"] + solves["chains"]["unconverged"]
+    assert cert.health["chain_unconverged"] == pytest.approx(unconverged / 60)
 
 
 def test_serialized_bound_matches_bounds_module(oracle: Any) -> None:

@@ -159,6 +159,19 @@ def decide(candidate: int, p_lower: float, noise: NoiseSampler) -> tuple[int, fl
     return ABSTAIN, 0.0
 
 
+def cap_fields(p_cap: float, p_lower: float, prediction: int, noise: NoiseSampler) -> dict[str, Any]:
+    """``radius_cap`` (the radius at ``p_lower = p_cap``) and ``at_cap`` for a certificate.
+
+    ``p_cap`` is the bound's own value on perfect counts (see
+    :func:`~deqcert.certify.bounds.bound_cap`); a radius is at the cap when its
+    ``p_lower`` reached it (the same formula on the same counts gives the same
+    float, so the comparison allows only rounding).
+    """
+    radius_cap = float(noise.radius(p_cap)) if p_cap > 0.5 else 0.0
+    at_cap = prediction != ABSTAIN and p_lower >= p_cap * (1.0 - 1e-12)
+    return {"radius_cap": radius_cap, "at_cap": bool(at_cap)}
+
+
 def class_counts(predictions: Tensor, num_classes: int) -> Tensor:
     """``(num_classes,)`` counts of each class among ``predictions``."""
     return torch.bincount(predictions, minlength=num_classes)
@@ -166,22 +179,25 @@ def class_counts(predictions: Tensor, num_classes: int) -> Tensor:
 
 @dataclass
 class SolveLog:
-    """Running totals of one kind of solve: samples, NFE and unconverged samples.
+    """Running totals of one kind of solve: samples, NFE, unconverged samples, residuals.
 
     NFE is counted per sample: ``result.nfe * batch``, or the rows actually
     evaluated when the solver compacted the batch (see
     :func:`~deqcert.solvers._common.row_evaluations`).  The unconverged count
-    stays on the device until :meth:`summary`, so logging never synchronises.
+    and the final residuals stay on the device until read, so logging never
+    synchronises.
     """
 
     samples: int = 0
     nfe: int = 0
     _unconverged: Tensor | int = field(default=0, repr=False)
+    _residuals: list[Tensor] = field(default_factory=list, repr=False)
 
     def add(self, result: SolverResult, batch: int) -> None:
         self.samples += batch
         self.nfe += row_evaluations(result, batch)
         self._unconverged = self._unconverged + (~result.converged).sum()
+        self._residuals.append(result.residual.detach().reshape(-1)[:batch])
 
     @classmethod
     def merged(cls, *logs: SolveLog) -> SolveLog:
@@ -191,6 +207,7 @@ class SolveLog:
             out.samples += log.samples
             out.nfe += log.nfe
             out._unconverged = out._unconverged + log._unconverged
+            out._residuals += log._residuals
         return out
 
     @property
@@ -201,10 +218,20 @@ class SolveLog:
     def unconverged_fraction(self) -> float:
         return self.unconverged / self.samples if self.samples else 0.0
 
-    def summary(self) -> dict[str, float | int]:
+    def residual_stats(self) -> tuple[float | None, float | None]:
+        """Median and maximum of the samples' final residuals (None without samples)."""
+        if not self._residuals:
+            return None, None
+        residuals = torch.cat(self._residuals).float()
+        return float(residuals.median()), float(residuals.max())
+
+    def summary(self) -> dict[str, float | int | None]:
+        median, largest = self.residual_stats()
         return {
             "samples": self.samples,
             "nfe": self.nfe,
             "unconverged": self.unconverged,
             "unconverged_fraction": self.unconverged_fraction,
+            "residual_median": median,
+            "residual_max": largest,
         }

@@ -54,6 +54,7 @@ from ._sampling import (
     SolveLog,
     SolverOption,
     batch_sizes,
+    cap_fields,
     check_input,
     class_counts,
     decide,
@@ -238,7 +239,9 @@ class SerializedCertifier(Configurable):
             solvers=self._solvers(),
             nfe=sum(log.nfe for log in logs.values()),
             seconds=time.perf_counter() - start,
-            unconverged_fraction=serial_log.unconverged_fraction,
+            unconverged_fraction=logs["reference"].unconverged_fraction,
+            **cap_fields(self._cap(), p_lower, prediction, o.noise),
+            health=_health(logs["reference"], serial_log),
             extra={
                 "candidate": candidate,
                 "bound_note": BOUND_NOTES[o.bound],
@@ -349,12 +352,28 @@ class SerializedCertifier(Configurable):
         named = bounds.serialized_bound(o.bound, counts, o.n, o.alpha, o.alpha_split)
         return named.p_lower, named.details
 
+    def _cap(self) -> float:
+        o = self.options
+        return bounds.bound_cap(o.bound, o.n, o.reference_samples, o.alpha, o.alpha_split)
+
     def _solvers(self) -> dict[str, Any]:
         o = self.options
         out = {"solver": describe(o.solver), "reference_solver": describe(o.reference_solver)}
         if o.chain_start != "anchor":
             out["warmup_solver"] = describe(o.warmup_solver)
         return out
+
+
+def _health(reference: SolveLog, serial: SolveLog) -> dict[str, float | None]:
+    """Reference solves that hit ``max_iter`` (``h_ref`` is then the truncated solve), and how
+    far the chains' states were from a fixed point (their last residuals)."""
+    median, largest = serial.residual_stats()
+    return {
+        "reference_unconverged": reference.unconverged_fraction,
+        "chain_residual_median": median,
+        "chain_residual_max": largest,
+        "chain_unconverged": serial.unconverged_fraction,
+    }
 
 
 def _subset_slices(subset: Tensor, num: int, batch_size: int) -> list[tuple[int, int]]:

@@ -26,6 +26,7 @@ from ._sampling import (
     SmoothingOptions,
     SolveLog,
     batch_sizes,
+    cap_fields,
     check_input,
     class_counts,
     decide,
@@ -80,6 +81,9 @@ class VanillaCertifier(Configurable):
             nfe=log.nfe,
             seconds=time.perf_counter() - start,
             unconverged_fraction=log.unconverged_fraction,
+            **cap_fields(bounds.clopper_pearson_lower(o.n, o.n, o.alpha), p_lower, prediction,
+                         o.noise),
+            health={"reference_unconverged": log.unconverged_fraction},
             extra={
                 "candidate": candidate,
                 "selection_counts": selection.tolist(),
@@ -161,6 +165,7 @@ def binomial_prediction(
             "runner_up": int(top2.indices[1]) if counts.numel() > 1 else None,
             "class_counts": counts.tolist(),
             "unconverged_fraction": log.unconverged_fraction,
+            "reference_unconverged": log.unconverged_fraction,
             **extra,
         },
     )

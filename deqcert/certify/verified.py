@@ -86,6 +86,7 @@ from ._sampling import (
     SmoothingOptions,
     SolverOption,
     batch_sizes,
+    cap_fields,
     check_input,
     decide,
     describe,
@@ -323,6 +324,8 @@ class VerifiedCertifier(Configurable):
             nfe=selection_log.nfe + estimation_log.nfe + anchor_nfe,
             seconds=time.perf_counter() - start,
             unconverged_fraction=undecided / total,
+            **cap_fields(bounds.clopper_pearson_lower(o.n, o.n, o.alpha), p_lower, prediction,
+                         o.noise),
             extra={
                 "candidate": candidate,
                 "certified_classifier": CERTIFIED_CLASSIFIER,
