@@ -159,7 +159,9 @@ def decide(candidate: int, p_lower: float, noise: NoiseSampler) -> tuple[int, fl
     return ABSTAIN, 0.0
 
 
-def cap_fields(p_cap: float, p_lower: float, prediction: int, noise: NoiseSampler) -> dict[str, Any]:
+def cap_fields(
+    p_cap: float, p_lower: float, prediction: int, noise: NoiseSampler
+) -> dict[str, Any]:
     """``radius_cap`` (the radius at ``p_lower = p_cap``) and ``at_cap`` for a certificate.
 
     ``p_cap`` is the bound's own value on perfect counts (see

@@ -10,6 +10,7 @@ each record as it completes.
 from __future__ import annotations
 
 import datetime
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,8 @@ import torch
 from .. import specs
 from ..checkpoint import open_checkpoint
 from ..data.selection import select_indices
-from ..errors import DataError, DeqcertError
+from ..errors import DataError, DeqcertError, DeqcertWarning
+from ..notes import unconverged_warning
 from ..results import ResultsWriter, infer_format, to_jsonable
 from . import roles
 from .resolve import resolve_device
@@ -170,7 +172,11 @@ class CertifyPipeline:
         writer: ResultsWriter | None = None,
         on_record: RecordCallback | None = None,
     ) -> RunSummary:
-        """Certify the inputs not yet in the results file and append their records."""
+        """Certify the inputs not yet in the results file and append their records.
+
+        Warns (:class:`~deqcert.errors.DeqcertWarning`, once) when more than 1 % of
+        the reference solves of the new records stopped at ``max_iter``.
+        """
         writer = writer if writer is not None else self.prepare_output(out)
         todo = [i for i in self.indices if i not in writer.done]
         summary = RunSummary(writer.path, len(self.indices), len(self.indices) - len(todo))
@@ -180,6 +186,9 @@ class CertifyPipeline:
                 summary.records.append(record)
                 if on_record is not None:
                     on_record(record)
+        warning = unconverged_warning(summary.records)
+        if warning is not None:
+            warnings.warn(warning, DeqcertWarning, stacklevel=2)
         return summary
 
 
