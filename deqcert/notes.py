@@ -45,7 +45,7 @@ def cap_hint(records: Iterable[Mapping[str, Any]]) -> str | None:
                      f"alpha={alpha}" if alpha is not None else "")
         if part
     )
-    cap = _number(first.get("radius_cap"))
+    cap = number(first.get("radius_cap"))
     at = f" r={cap:.3f}" if cap is not None else ""
     raise_ = (
         "a larger K (--set certifier.reference_samples=...), n (--n) or alpha (--alpha)"
@@ -61,7 +61,7 @@ def cap_hint(records: Iterable[Mapping[str, Any]]) -> str | None:
 
 def reference_unconverged_share(records: Sequence[Mapping[str, Any]]) -> float | None:
     """Mean share of ``h_ref`` solves that hit ``max_iter`` (None if no record says)."""
-    shares = [v for r in records if (v := _number(r.get("reference_unconverged"))) is not None]
+    shares = [v for r in records if (v := number(r.get("reference_unconverged"))) is not None]
     return sum(shares) / len(shares) if shares else None
 
 
@@ -80,7 +80,8 @@ def unconverged_warning(
     )
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
+    """``value`` as a float if it is a real number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
