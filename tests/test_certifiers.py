@@ -88,7 +88,7 @@ def test_defaults_follow_the_contract() -> None:
         1e-3,
     )
     s = create_certifier("serialized", noise=NOISE).describe()
-    assert (s["bound"], s["chain_start"], s["reference_samples"]) == ("sound", "warmup", 400)
+    assert (s["bound"], s["chain_start"], s["reference_samples"]) == ("sound", "anchor", 400)
     assert s["solver"]["max_iter"] == 1 and s["warmup_solver"]["max_iter"] == 10
     assert s["reference_solver"]["max_iter"] == 30 and s["sound"] is True
 

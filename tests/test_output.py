@@ -296,3 +296,23 @@ def test_plot_refuses_an_unknown_format(tmp_path: Path, cli: Callable[..., Resul
 
     with pytest.raises(OptionError):
         check_plot_path("x.gif")
+
+
+# --- one set of defaults ----------------------------------------------------------------------
+
+
+def test_api_cli_and_config_share_one_set_of_defaults() -> None:
+    from deqcert import create_certifier, defaults
+    from deqcert.run.config import CertifyConfig
+
+    config = CertifyConfig()
+    described = create_certifier("serialized", noise={"name": "gaussian", "sigma": 0.25}).describe()
+    assert (config.n0, config.n, config.alpha, config.batch) == (
+        described["n0"], described["n"], described["alpha"], described["batch_size"]
+    ) == (defaults.N0, defaults.N, defaults.ALPHA, defaults.BATCH) == (100, 10_000, 0.001, 400)
+    assert config.certifier.options == {}  # the CLI adds nothing of its own
+    assert (described["reference_samples"], described["chain_start"]) == (400, "anchor")
+    pipeline_options = CertifyConfig.model_validate({"certifier": "vanilla"})
+    assert pipeline_options.n == create_certifier(
+        "vanilla", noise={"name": "gaussian", "sigma": 0.25}
+    ).describe()["n"]

@@ -17,6 +17,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from .. import defaults
 from ..errors import DataError
 from ..options import ComponentOptions
 from ..protocols import ABSTAIN, EquilibriumModel, FixedPointSolver, NoiseSampler, SolverResult
@@ -51,11 +52,13 @@ class SmoothingOptions(ComponentOptions):
     solver: SolverOption = solver_field(
         "The solver defining h_ref, run from init_state on every sample.", max_iter=30, tol=1e-3
     )
-    n0: int = Field(100, ge=1, description="Selection samples.")
-    n: int = Field(10_000, ge=1, description="Estimation samples.")
-    alpha: float = Field(0.001, gt=0, lt=1, description="Total failure probability.")
+    n0: int = Field(defaults.N0, ge=1, description="Selection samples.")
+    n: int = Field(defaults.N, ge=1, description="Estimation samples.")
+    alpha: float = Field(defaults.ALPHA, gt=0, lt=1, description="Total failure probability.")
     batch_size: int = Field(
-        400, ge=1, description="Noisy samples solved together (serialized: parallel chains)."
+        defaults.BATCH,
+        ge=1,
+        description="Noisy samples solved together (serialized: parallel chains).",
     )
 
 

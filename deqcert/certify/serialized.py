@@ -19,8 +19,8 @@ How chains start (``chain_start``) does not affect validity, only cost:
 
 * ``warmup``: each stage's first batch is solved from ``init_state`` by
   ``warmup_solver`` (the paper's choice);
-* ``anchor``: the clean input is solved once by ``reference_solver`` and every
-  stage's chains start from that fixed point;
+* ``anchor`` (the default): the clean input is solved once by
+  ``reference_solver`` and every stage's chains start from that fixed point;
 * ``carry``: selection starts like ``warmup`` and estimation continues from
   the chains' last selection states.
 
@@ -46,6 +46,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
+from .. import defaults
 from ..options import Configurable
 from ..protocols import Certificate, EquilibriumModel, FixedPointSolver, Prediction
 from . import bounds
@@ -102,10 +103,13 @@ class SerializedOptions(SmoothingOptions):
         max_iter=30,
         tol=1e-3,
     )
-    reference_samples: int = Field(400, ge=1, description="K: size of the reference subset S.")
+    reference_samples: int = Field(
+        defaults.REFERENCE_SAMPLES, ge=1, description="K: size of the reference subset S."
+    )
     bound: Literal["sound", "paper", "repro"] = Field("sound", description="Bound on p_A.")
     chain_start: Literal["warmup", "anchor", "carry"] = Field(
-        "warmup", description="How the chains start: warm-up batch, clean anchor, or carried."
+        defaults.CHAIN_START,
+        description="How the chains start: warm-up batch (the paper's), clean anchor, or carried.",
     )
     alpha_split: float = Field(
         0.5,

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .. import defaults
 from ..checkpoint import default_checkpoint
 from ..data.selection import parse_indices
 from ..errors import OptionError
@@ -39,19 +40,19 @@ def _default_dataset() -> ComponentSpec:
 
 
 def _default_certifier() -> ComponentSpec:
-    return ComponentSpec.model_validate(
-        {"name": "serialized", "reference_samples": 200, "chain_start": "anchor"}
-    )
+    return ComponentSpec.model_validate({"name": "serialized"})  # its own defaults
 
 
 class CertifyConfig(BaseModel):
     """One certification or prediction run over a selection of a dataset.
 
     The defaults certify the first 5 test images of the bundled MNIST sample
-    with the bundled checkpoint and serialized randomized smoothing (SRS-1A:
-    one Anderson step per sample, the chains started at the clean input's
-    fixed point, the reference solve checked on ``K = 200`` random samples
-    out of ``n = 2000``), the noise level taken from the checkpoint.
+    with the bundled checkpoint and serialized randomized smoothing with the
+    certifier's own defaults (SRS-1A: one Anderson step per sample, the
+    chains started at the clean input's fixed point, the 30-step reference
+    solve checked on ``K = 400`` random samples out of ``n = 10,000``), the
+    noise level taken from the checkpoint.  The sample sizes are those of
+    :mod:`deqcert.defaults`, the same as ``create_certifier``'s.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -74,10 +75,10 @@ class CertifyConfig(BaseModel):
         default_factory=lambda: ComponentSpec(name="gaussian"),
         description="Noise: gaussian | laplace | uniform (level: the checkpoint's by default).",
     )
-    n0: int = Field(100, ge=1, description="Selection samples.")
-    n: int = Field(2000, ge=1, description="Estimation samples.")
-    alpha: float = Field(0.001, gt=0, lt=1, description="Failure probability.")
-    batch: int = Field(400, ge=1, description="Noisy samples per batch.")
+    n0: int = Field(defaults.N0, ge=1, description="Selection samples.")
+    n: int = Field(defaults.N, ge=1, description="Estimation samples.")
+    alpha: float = Field(defaults.ALPHA, gt=0, lt=1, description="Failure probability.")
+    batch: int = Field(defaults.BATCH, ge=1, description="Noisy samples per batch.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
     seed: int = Field(0, ge=0, description="Run seed: input i's noise comes from (seed, i).")
     mode: Literal["certify", "predict"] = "certify"
@@ -272,9 +273,9 @@ def default_layer(certifier: str | None = None) -> dict[str, Any]:
     Plain values are left to the model's own defaults, so that
     ``model_fields_set`` tells which keys a user set.
     """
-    defaults = CertifyConfig.model_construct()
+    base = CertifyConfig.model_construct()
     layer: dict[str, Any] = {
-        key: getattr(defaults, key).model_dump(mode="json") for key in roles.COMPONENT_KEYS
+        key: getattr(base, key).model_dump(mode="json") for key in roles.COMPONENT_KEYS
     }
     if certifier is not None and certifier != layer["certifier"]["name"]:
         layer["certifier"] = {"name": certifier}
