@@ -1,17 +1,19 @@
 """The public contract: protocols every component implements and the result types.
 
 Built-ins and third-party plugins implement the same protocols; the registries
-(:mod:`deqcert.registry`) hand them out by name.
+(:mod:`deqcert.registry`) hand them out by name.  torch appears in annotations
+only, so ``import deqcert`` (and the CLI's start) does not import it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:  # annotations only: importing the contract does not import torch
+    import torch
+    from torch import Tensor
 
 
 @dataclass

@@ -93,7 +93,7 @@ def test_config_file_with_flags_and_set(
 def test_list_json_reports_origin_and_load_errors(cli: Callable[..., Result]) -> None:
     solvers.register("broken", "deqcert_no_such_module:Solver")
     try:
-        result = cli(["list", "--json"])
+        result = cli(["list", "--json", "--check"])
     finally:
         solvers.unregister("broken")
     assert result.exit_code == 0, result.stderr

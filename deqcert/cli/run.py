@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .app import ConfigOpt, QuietOpt, SetOpt, app, stderr, stdout
+from .app import ConfigOpt, QuietOpt, SetOpt, lazy_command, stderr, stdout, typer_command
 from .flags import CERTIFY_FLAGS, Flag, flag_layer, parameters, role_flags
 
 SHARD_PLACEHOLDER = "{shard}"
@@ -79,8 +79,13 @@ class RunCommand:
         certify(config, set_ or [], layer, shard_flag=values.get("shard"), quiet=quiet)
 
 
-app.command("certify")(RunCommand("certify"))
-app.command("predict")(RunCommand("predict"))
+def command(name: str) -> Any:
+    """The ``certify`` or ``predict`` click command (built on first use, see ``lazy_command``)."""
+    return typer_command(name, RunCommand(name))
+
+
+lazy_command("certify", __name__, _DOCS["certify"])
+lazy_command("predict", __name__, _DOCS["predict"])
 
 
 def _launcher_out(out: str) -> str:
@@ -230,4 +235,4 @@ def _records_table(records: list[dict[str, Any]], mode: str) -> Table:
     return table
 
 
-__all__ = ["RunCommand", "certify"]
+__all__ = ["RunCommand", "certify", "command"]
