@@ -194,6 +194,8 @@ class SerializedCertifier(Configurable):
 
     Options = SerializedOptions
     registry_name = "serialized"
+    predict_note = PREDICT_NOTE
+    """Why PREDICT carries no guarantee (pipelines say so before predicting)."""
     options: Any
 
     # -- CERTIFY --------------------------------------------------------------

@@ -106,7 +106,8 @@ class VanillaCertifier(Configurable):
         o = self.options
         (counts,), log = self._stage_counts(model, x, generator, o.n)
         return binomial_prediction(
-            counts, o.n, o.alpha, log, time.perf_counter() - start, {"sound": True}
+            counts, o.n, o.alpha, log, time.perf_counter() - start,
+            {"sound": True, "reference_unconverged": log.unconverged_fraction},
         )
 
     def _stage_counts(
@@ -165,7 +166,6 @@ def binomial_prediction(
             "runner_up": int(top2.indices[1]) if counts.numel() > 1 else None,
             "class_counts": counts.tolist(),
             "unconverged_fraction": log.unconverged_fraction,
-            "reference_unconverged": log.unconverged_fraction,
             **extra,
         },
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -64,13 +63,15 @@ def list_components(
 
 @app.command()
 def info(
-    checkpoint: Annotated[str, typer.Argument(help="Checkpoint file, or 'default'.")],
+    checkpoint: Annotated[
+        str, typer.Argument(help="Checkpoint file, 'default' or a bundled checkpoint's name.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """A checkpoint's model, options, training data, noise level and metrics."""
-    from ..checkpoint import checkpoint_metadata, default_checkpoint, file_sha256
+    from ..checkpoint import checkpoint_metadata, file_sha256, resolve_checkpoint
 
-    path = default_checkpoint() if checkpoint == "default" else Path(checkpoint)
+    path = resolve_checkpoint(checkpoint)
     metadata = checkpoint_metadata(path)
     details = {
         "path": str(path),
@@ -81,13 +82,13 @@ def info(
     if as_json:
         typer.echo(json.dumps(details, indent=2, default=str))
         return
+    for key in ("path", "sha256"):  # whole, on lines of their own: never cut at the width
+        typer.echo(f"{key}: {details[key]}")
     table = Table(title=f"checkpoint {path.name}", show_header=False)
     table.add_column("key", style="bold")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")
     for key in (
-        "path",
         "size_bytes",
-        "sha256",
         "model",
         "model_options",
         "dataset",

@@ -211,6 +211,9 @@ def build_pipeline(config: CertifyConfig, *, validate_inputs: bool = True) -> Ce
             solvers[role] = None  # an optional role switched off
     arguments = _certifier_arguments(resolved, noise, solvers)
     certifier = specs.build("certifier", resolved.certifier, where="certifier", **arguments)
+    note = getattr(certifier, "predict_note", None)
+    if resolved.mode == "predict" and note:
+        warnings.warn(f"{resolved.certifier.name} PREDICT is {note}", DeqcertWarning, stacklevel=3)
     executor = specs.build("executor", resolved.executor, where="executor")
     dataset = specs.build("dataset", resolved.dataset, where="dataset")
     selected = select_indices(resolved.indices, resolved.skip, resolved.max, len(dataset))
