@@ -316,3 +316,56 @@ def test_api_cli_and_config_share_one_set_of_defaults() -> None:
     assert pipeline_options.n == create_certifier(
         "vanilla", noise={"name": "gaussian", "sigma": 0.25}
     ).describe()["n"]
+
+
+# --- smaller points ---------------------------------------------------------------------------
+
+
+def test_every_bundled_checkpoint_has_a_short_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Callable[..., Result]
+) -> None:
+    from deqcert.checkpoint import bundled_checkpoints, default_checkpoint, resolve_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    bundled = bundled_checkpoints()
+    assert {"default", "mdeq-small-sigma0.25", "mdeq-small-sigma0.5"} <= set(bundled)
+    assert bundled["default"] == default_checkpoint()
+    for name, path in bundled.items():
+        assert resolve_checkpoint(name) == path and path.is_file()
+        if name != "default":
+            assert resolve_checkpoint(f"{name}.safetensors") == path
+    result = cli(["info", "mdeq-small-sigma0.5", "--json"])
+    assert result.exit_code == 0 and '"sigma": 0.5' in result.stdout
+    missing = cli(["info", "mdeq-small-sigma9"])
+    assert missing.exit_code == 2 and "mdeq-small-sigma0.5" in missing.stderr
+
+
+def test_certifying_at_another_sigma_warns(tiny_checkpoint: Path) -> None:
+    from deqcert.run.config import CertifyConfig
+
+    config = CertifyConfig.model_validate({"checkpoint": str(tiny_checkpoint),
+                                           "noise": {"name": "gaussian", "sigma": 0.5}})
+    with pytest.warns(DeqcertWarning, match="trained at sigma=0.25"):
+        config.resolve({"sigma": 0.25})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config.resolve({"sigma": 0.5})
+
+
+def test_info_shows_path_and_sha256_whole(cli: Callable[..., Result]) -> None:
+    from deqcert.checkpoint import default_checkpoint, file_sha256
+
+    result = cli(["info", "default"], env={"COLUMNS": "60"})
+    assert f"path: {default_checkpoint()}" in result.stdout
+    assert f"sha256: {file_sha256(default_checkpoint())}" in result.stdout
+
+
+def test_serialized_predict_says_it_is_heuristic(
+    tiny_checkpoint: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    result = cli(["predict", "--checkpoint", tiny_checkpoint, "--indices", "0", "--n", "40",
+                  "--batch", "40", "--set", "certifier.reference_samples=10", "--quiet",
+                  "--out", tmp_path / "p.jsonl"])
+    assert result.exit_code == 0, result.stderr
+    assert "serialized PREDICT is heuristic" in result.stderr
+    assert "reference solves" not in result.stderr  # PREDICT makes none

@@ -101,7 +101,7 @@ def run_train(
     else:
         if out.suffix != ".safetensors":
             raise OptionError(f"--out {out}: checkpoints are .safetensors files")
-        check_writable(out)
+        check_writable(out, create_parent=True)  # a missing folder is created, as by default
     result = run_training(train_config, out=out, progress=not quiet)
     if quiet:
         typer.echo(str(result.checkpoint))
