@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 import typer.main
 from rich.console import Console
@@ -51,13 +50,21 @@ def lazy_command(name: str, module: str, short_help: str) -> None:
     LAZY_COMMANDS[name] = (module, short_help)
 
 
-def typer_command(name: str, callback: Any) -> click.Command:
-    """The click command typer makes of ``callback`` under ``name``."""
+def typer_command(name: str, callback: Any) -> Any:
+    """The (click) command typer makes of ``callback`` under ``name``."""
     single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     single.command(name)(callback)
     command = typer.main.get_command(single)
     command.name = name
     return command
+
+
+def _help_only(short_help: str) -> Any:
+    def listed() -> None:
+        """Placeholder: the real command is built when it runs."""
+
+    listed.__doc__ = short_help
+    return listed
 
 
 class OneLineErrors(TyperGroup):
@@ -70,14 +77,14 @@ class OneLineErrors(TyperGroup):
         rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
         return sorted(names, key=lambda name: rank.get(name, len(rank)))
 
-    def get_command(self, ctx: Any, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
         if command is not None or cmd_name not in LAZY_COMMANDS:
             return command
         module, short_help = LAZY_COMMANDS[cmd_name]
         if not self._resolving:  # listed in the group's help: the one-line help is enough
-            return click.Command(cmd_name, help=short_help, short_help=short_help)
-        built: click.Command = importlib.import_module(module).command(cmd_name)
+            return typer_command(cmd_name, _help_only(short_help))
+        built = importlib.import_module(module).command(cmd_name)
         self.add_command(built, cmd_name)
         return built
 
