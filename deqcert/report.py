@@ -4,9 +4,14 @@ For each file: certified accuracy at a list of radii (the share of inputs
 that are classified correctly *and* certified at least that radius, as in
 Cohen et al.), the average certified radius (ACR: the mean of the radius of
 correct inputs, 0 for the others), the abstain rate, and the mean NFE and
-seconds per input.  Results whose certificates say they are not sound are
-marked wherever they appear: ``UNSOUND`` for the ``repro`` bound (not a valid
-lower bound), ``not proven sound`` for the others (e.g. the ``paper`` bound).
+seconds per input, and how many radii are at their bound's cap.  Results
+whose certificates say they are not sound are marked wherever they appear:
+``UNSOUND`` for the ``repro`` bound (not a valid lower bound), ``not proven
+sound`` for the others (e.g. the ``paper`` bound).
+
+Runs are grouped by norm (:meth:`Report.groups`): a table (and a plot panel,
+see :mod:`deqcert.plotting`) per norm, so an L1 radius never sits in a row of
+L2 radii.  Each column names its certifier, noise and level, and norm.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from ..options import ComponentOptions
 from ..protocols import ABSTAIN, EquilibriumModel, FixedPointSolver, NoiseSampler, SolverResult
 from ..solvers._common import RowwiseMap, row_evaluations
 from ..specs import NoiseOption, SolverOption, as_component, component_field
+from . import bounds
 
 
 def as_noise(spec: Any) -> NoiseSampler:
@@ -177,6 +178,12 @@ def cap_fields(
     return {"radius_cap": radius_cap, "at_cap": bool(at_cap)}
 
 
+def clopper_pearson_cap(options: Any, p_lower: float, prediction: int) -> dict[str, Any]:
+    """:func:`cap_fields` of the plain Clopper-Pearson bound: all ``options.n`` votes for ``A``."""
+    p_cap = bounds.clopper_pearson_lower(options.n, options.n, options.alpha)
+    return cap_fields(p_cap, p_lower, prediction, options.noise)
+
+
 def class_counts(predictions: Tensor, num_classes: int) -> Tensor:
     """``(num_classes,)`` counts of each class among ``predictions``."""
     return torch.bincount(predictions, minlength=num_classes)
@@ -240,3 +247,16 @@ class SolveLog:
             "residual_median": median,
             "residual_max": largest,
         }
+
+
+def chain_health(reference: SolveLog, serial: SolveLog) -> dict[str, float | None]:
+    """Serialized smoothing's solver health: reference solves that hit ``max_iter`` (for
+    those ``h_ref`` is the truncated solve) and how far the chains' states were from a
+    fixed point (their last residuals; the chains stop after a step or two by design)."""
+    median, largest = serial.residual_stats()
+    return {
+        "reference_unconverged": reference.unconverged_fraction,
+        "chain_residual_median": median,
+        "chain_residual_max": largest,
+        "chain_unconverged": serial.unconverged_fraction,
+    }

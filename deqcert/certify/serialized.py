@@ -56,6 +56,7 @@ from ._sampling import (
     SolverOption,
     batch_sizes,
     cap_fields,
+    chain_health,
     check_input,
     class_counts,
     decide,
@@ -194,8 +195,7 @@ class SerializedCertifier(Configurable):
 
     Options = SerializedOptions
     registry_name = "serialized"
-    predict_note = PREDICT_NOTE
-    """Why PREDICT carries no guarantee (pipelines say so before predicting)."""
+    predict_note = PREDICT_NOTE  # pipelines say so before predicting
     options: Any
 
     # -- CERTIFY --------------------------------------------------------------
@@ -247,7 +247,7 @@ class SerializedCertifier(Configurable):
             seconds=time.perf_counter() - start,
             unconverged_fraction=logs["reference"].unconverged_fraction,
             **cap_fields(self._cap(), p_lower, prediction, o.noise),
-            health=_health(logs["reference"], serial_log),
+            health=chain_health(logs["reference"], serial_log),
             extra={
                 "candidate": candidate,
                 "bound_note": BOUND_NOTES[o.bound],
@@ -368,18 +368,6 @@ class SerializedCertifier(Configurable):
         if o.chain_start != "anchor":
             out["warmup_solver"] = describe(o.warmup_solver)
         return out
-
-
-def _health(reference: SolveLog, serial: SolveLog) -> dict[str, float | None]:
-    """Reference solves that hit ``max_iter`` (``h_ref`` is then the truncated solve), and how
-    far the chains' states were from a fixed point (their last residuals)."""
-    median, largest = serial.residual_stats()
-    return {
-        "reference_unconverged": reference.unconverged_fraction,
-        "chain_residual_median": median,
-        "chain_residual_max": largest,
-        "chain_unconverged": serial.unconverged_fraction,
-    }
 
 
 def _subset_slices(subset: Tensor, num: int, batch_size: int) -> list[tuple[int, int]]:
