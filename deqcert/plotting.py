@@ -3,8 +3,8 @@
 Each curve is ``r -> share of inputs correct and certified at radius >= r``
 from 0 to a little past the largest radius, so it visibly drops to 0.  Runs
 are told apart by line style and marker (identical curves stay visible), the
-legend names certifier, bound, ``n``, ``K`` and the noise level, and a dotted
-line marks the bound's cap when radii reached it.  Torch-free; matplotlib is
+legend (under the panel) names certifier, bound, ``n``, ``K`` and the noise
+level, and a dotted line marks the bound's cap when radii reached it.  Torch-free; matplotlib is
 imported only when drawing.
 """
 
@@ -62,7 +62,10 @@ def figure(runs: Sequence[RunStats], radii: Sequence[float] = ()) -> Any:
     for run in runs:
         groups.setdefault(run.norm, []).append(run)
     labels = dict(zip(map(id, runs), legend_labels(runs), strict=True))
-    fig, axes = plt.subplots(1, len(groups), figsize=(6.4 * len(groups), 4.4), squeeze=False)
+    rows = max(len(group) for group in groups.values())
+    fig, axes = plt.subplots(
+        1, len(groups), figsize=(7.0 * len(groups), 4.2 + 0.22 * rows), squeeze=False
+    )
     order = 0
     for ax, (norm, group) in zip(axes[0], groups.items(), strict=True):
         finite = [r for run in group for r in run.radii if math.isfinite(r)]
@@ -71,14 +74,18 @@ def figure(runs: Sequence[RunStats], radii: Sequence[float] = ()) -> Any:
         for run in group:
             style, marker = STYLES[order % len(STYLES)]
             every = (GRID_POINTS - 1) // 8
+            capped = bool(run.capped) and run.radius_cap is not None
+            label = labels[id(run)] + ("" if run.sound else " (not sound)")
+            if capped:
+                label += f"; {run.capped} of {run.inputs} at the cap {run.radius_cap:.3f} (dotted)"
             (line,) = ax.step(
                 grid, curve(run, grid), where="post", linestyle=style, marker=marker,
                 markevery=(order * every // max(len(group), 1) % every, every), markersize=5,
-                linewidth=1.6, label=labels[id(run)] + ("" if run.sound else " (not sound)"),
+                linewidth=1.6, label=label,
             )
-            if run.capped and run.radius_cap is not None:
+            if capped:
                 ax.axvline(run.radius_cap, color=line.get_color(), linestyle=":", linewidth=1,
-                           alpha=0.7, label=f"cap of the bound, r={run.radius_cap:.3f}")
+                           alpha=0.7, label="_nolegend_")
             order += 1
         where = norm or "unrecorded norm"
         levels = {run.noise for run in group if run.noise}
@@ -89,7 +96,7 @@ def figure(runs: Sequence[RunStats], radii: Sequence[float] = ()) -> Any:
         ax.set_xlim(0, grid[-1])
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     fig.tight_layout()
     return fig
 
