@@ -369,3 +369,11 @@ def test_serialized_predict_says_it_is_heuristic(
     assert result.exit_code == 0, result.stderr
     assert "serialized PREDICT is heuristic" in result.stderr
     assert "reference solves" not in result.stderr  # PREDICT makes none
+
+
+def test_counts_and_tiny_p_values_read_right() -> None:
+    from deqcert.cli.run import format_p_value, plural
+
+    assert (plural(1, "input"), plural(0, "input"), plural(5, "input")) == (
+        "1 input", "0 inputs", "5 inputs")
+    assert format_p_value(0.0) == "<1e-300" and format_p_value(1.24e-60) == "1.24e-60"
