@@ -340,16 +340,26 @@ def test_every_bundled_checkpoint_has_a_short_name(
     assert missing.exit_code == 2 and "mdeq-small-sigma0.5" in missing.stderr
 
 
-def test_certifying_at_another_sigma_warns(tiny_checkpoint: Path) -> None:
-    from deqcert.run.config import CertifyConfig
+def test_certifying_at_another_sigma_warns(
+    tiny_checkpoint: Path, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    from types import SimpleNamespace
 
-    config = CertifyConfig.model_validate({"checkpoint": str(tiny_checkpoint),
-                                           "noise": {"name": "gaussian", "sigma": 0.5}})
-    with pytest.warns(DeqcertWarning, match="trained at sigma=0.25"):
-        config.resolve({"sigma": 0.25})
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        config.resolve({"sigma": 0.5})
+    from deqcert.run.resolve import run_notes
+
+    def config(sigma: float) -> Any:
+        noise = SimpleNamespace(options={"sigma": sigma})
+        return SimpleNamespace(noise=noise, checkpoint="x.safetensors", mode="certify")
+
+    (note,) = run_notes(config(0.5), {"sigma": 0.25}, object())
+    assert "sigma=0.5" in note and "trained at sigma=0.25" in note
+    assert run_notes(config(0.25), {"sigma": 0.25}, object()) == []
+    result = cli(["certify", "--checkpoint", tiny_checkpoint, "--indices", "0", "--n", "20",
+                  "--batch", "20", "--sigma", "0.5", "--set", "certifier.reference_samples=5",
+                  "--quiet", "--out", tmp_path / "r.jsonl"])
+    assert result.exit_code == 0 and "trained at sigma=0.25" in result.stderr
+    bad = cli(["certify", "--checkpoint", tiny_checkpoint, "--sigma", "0.5", "--indices", "99999"])
+    assert bad.exit_code == 2 and len(bad.stderr.splitlines()) == 1  # an error: no warning
 
 
 def test_info_shows_path_and_sha256_whole(cli: Callable[..., Result]) -> None:

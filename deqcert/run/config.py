@@ -17,7 +17,6 @@ certify`` runs.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -25,9 +24,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .. import defaults
-from ..checkpoint import bundled_checkpoints, resolve_checkpoint
+from ..checkpoint import resolve_checkpoint
 from ..data.selection import parse_indices
-from ..errors import DeqcertWarning, OptionError
+from ..errors import OptionError
 from ..options import validate_options
 from ..specs import ComponentSlot, ComponentSpec, component_class, parse_spec
 from . import layers, roles
@@ -235,8 +234,6 @@ class CertifyConfig(BaseModel):
                     f"no noise level given and checkpoint {path} records none; pass --sigma"
                 )
             noise = noise.with_options(sigma=sigma)
-        else:
-            _warn_other_sigma(noise.options.get("sigma"), checkpoint_sigma(metadata), path)
         return self.model_copy(
             update={"checkpoint": str(path), "device": resolve_device(self.device), "noise": noise}
         )
@@ -256,20 +253,6 @@ class CertifyConfig(BaseModel):
     def effective(self) -> dict[str, Any]:
         """JSON-ready dict of this config (what results headers record)."""
         return self.model_dump(mode="json")
-
-
-def _warn_other_sigma(sigma: Any, trained: float | None, path: Path) -> None:
-    """Warn when certifying at a noise level other than the checkpoint's training level."""
-    if trained is None or not isinstance(sigma, int | float) or abs(sigma - trained) <= 1e-9:
-        return
-    warnings.warn(
-        f"certifying at sigma={sigma:g} but checkpoint {path.name} was trained at "
-        f"sigma={trained:g}; the certificate is valid, but a model trained at another "
-        "noise level is usually much less accurate (bundled: "
-        f"{', '.join(n for n in bundled_checkpoints() if n != 'default')})",
-        DeqcertWarning,
-        stacklevel=3,
-    )
 
 
 def _role_spec(role: str, slot: ComponentSlot, value: Any) -> ComponentSpec | None:

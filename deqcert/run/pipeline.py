@@ -25,7 +25,7 @@ from ..errors import DataError, DeqcertError, DeqcertWarning
 from ..notes import unconverged_warning
 from ..results import ResultsWriter, infer_format, to_jsonable
 from . import roles
-from .resolve import resolve_device
+from .resolve import resolve_device, run_notes
 from .sharding import Shard
 
 if TYPE_CHECKING:
@@ -174,10 +174,14 @@ class CertifyPipeline:
     ) -> RunSummary:
         """Certify the inputs not yet in the results file and append their records.
 
-        Warns (:class:`~deqcert.errors.DeqcertWarning`, once) when more than 1 % of
-        the reference solves of the new records stopped at ``max_iter``.
+        Warns (:class:`~deqcert.errors.DeqcertWarning`) before starting when the
+        noise level is not the checkpoint's or PREDICT is heuristic (see
+        :func:`~deqcert.run.resolve.run_notes`), and once at the end when more than
+        1 % of the reference solves of the new records stopped at ``max_iter``.
         """
         writer = writer if writer is not None else self.prepare_output(out)
+        for note in run_notes(self.config, self.metadata, self.certifier):
+            warnings.warn(note, DeqcertWarning, stacklevel=2)
         todo = [i for i in self.indices if i not in writer.done]
         summary = RunSummary(writer.path, len(self.indices), len(self.indices) - len(todo))
         with writer:
@@ -211,9 +215,6 @@ def build_pipeline(config: CertifyConfig, *, validate_inputs: bool = True) -> Ce
             solvers[role] = None  # an optional role switched off
     arguments = _certifier_arguments(resolved, noise, solvers)
     certifier = specs.build("certifier", resolved.certifier, where="certifier", **arguments)
-    note = getattr(certifier, "predict_note", None)
-    if resolved.mode == "predict" and note:
-        warnings.warn(f"{resolved.certifier.name} PREDICT is {note}", DeqcertWarning, stacklevel=3)
     executor = specs.build("executor", resolved.executor, where="executor")
     dataset = specs.build("dataset", resolved.dataset, where="dataset")
     selected = select_indices(resolved.indices, resolved.skip, resolved.max, len(dataset))
