@@ -143,7 +143,12 @@ def test_a_run_with_unconverged_reference_solves_warns_once(
     assert result.exit_code == 0, result.stderr
     assert result.stderr.count("deqcert: warning:") == 1
     assert "h_ref is the truncated solve" in result.stderr
-    assert all(r["reference_unconverged"] == 1.0 for r in read_results(out).records)
+    records = read_results(out).records
+    assert all(r["reference_unconverged"] == 1.0 for r in records)
+    for r in records:  # every record says whether its radius is at the cap, and the cap
+        assert isinstance(r["at_cap"], bool) and r["radius_cap"] == pytest.approx(
+            0.25 * normal.ppf(0.001 ** (1 / 40)))
+        assert r["at_cap"] == (r["prediction"] != -1 and r["counts"]["n_A"] == 40)
 
 
 def test_pipeline_warning_is_a_deqcert_warning(tiny_checkpoint: Path, tmp_path: Path) -> None:
