@@ -1,18 +1,17 @@
 """deqcert: certified robustness of Deep Equilibrium Models.
 
 The documented Python API is re-exported here.  Heavy submodules are imported
-lazily, on first use of a name.
+lazily, on first use of a name: ``import deqcert`` does not import torch.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+import importlib as _importlib
+from typing import Any as _Any
 
 from .errors import (
     CheckpointError,
     DataError,
     DeqcertError,
+    DeqcertWarning,
     OptionError,
     PluginLoadError,
     RegistrationError,
@@ -57,11 +56,16 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'deqcert' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    return getattr(_importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    """The public API (lazy names included), not the module's own imports."""
+    return sorted(set(__all__) | {"errors", "protocols", "registry"})
 
 
 __all__ = [
@@ -71,6 +75,7 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "DeqcertError",
+    "DeqcertWarning",
     "EquilibriumModel",
     "FixedPointSolver",
     "NoiseSampler",

@@ -206,6 +206,36 @@ def default_checkpoint(sigma: float = 0.25) -> Path:
     raise CheckpointError(f"no bundled checkpoint for sigma={sigma}. Available sigmas: {listed}")
 
 
+def bundled_checkpoints() -> dict[str, Path]:
+    """Short name -> path of every bundled checkpoint (``default`` and each file's stem)."""
+    folder = Path(str(resources.files("deqcert").joinpath(CHECKPOINT_DIR)))
+    found = {p.stem: p for p in sorted(folder.glob("*.safetensors"))} if folder.is_dir() else {}
+    try:
+        found = {"default": default_checkpoint(), **found}
+    except CheckpointError:
+        pass
+    return found
+
+
+def resolve_checkpoint(name: str | os.PathLike[str]) -> Path:
+    """A checkpoint path from a path or a bundled checkpoint's short name.
+
+    ``default``, ``mdeq-small-sigma0.5`` (with or without ``.safetensors``):
+    a bundled file, unless a file of that name exists where it is run.
+    """
+    text = os.fspath(name)
+    if text == "default":
+        return default_checkpoint()
+    path = Path(text)
+    if path.is_file():
+        return path
+    bundled = bundled_checkpoints()
+    short = text.removesuffix(".safetensors")
+    if short in bundled and path.parent == Path("."):
+        return bundled[short]
+    return path
+
+
 def bundled_sigmas() -> list[float]:
     """Noise levels of the bundled checkpoints, ascending."""
     folder = Path(str(resources.files("deqcert").joinpath(CHECKPOINT_DIR)))
@@ -224,7 +254,8 @@ def _format_sigma(sigma: float) -> str:
 def _existing(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        names = ", ".join(bundled_checkpoints()) or "none"
+        raise CheckpointError(f"checkpoint not found: {path} (bundled checkpoints: {names})")
     return path
 
 

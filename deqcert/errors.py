@@ -42,3 +42,7 @@ class DataError(DeqcertError):
 
 class ResultsError(DeqcertError):
     """A results file that cannot be written, resumed or merged."""
+
+
+class DeqcertWarning(UserWarning):
+    """Something a user should know about a result that is still valid (shown by default)."""

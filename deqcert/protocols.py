@@ -1,17 +1,19 @@
 """The public contract: protocols every component implements and the result types.
 
 Built-ins and third-party plugins implement the same protocols; the registries
-(:mod:`deqcert.registry`) hand them out by name.
+(:mod:`deqcert.registry`) hand them out by name.  torch appears in annotations
+only, so ``import deqcert`` (and the CLI's start) does not import it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:  # annotations only: importing the contract does not import torch
+    import torch
+    from torch import Tensor
 
 
 @dataclass
@@ -250,9 +252,22 @@ class Certificate(_Outcome):
         solvers: solver names and step budgets (serialized, reference, ...).
         nfe: evaluations of ``f`` spent, counted per noisy sample.
         seconds: wall time.
-        unconverged_fraction: share of samples whose final residual stayed
-            above the solver's tolerance.
+        unconverged_fraction: share of the solves defining the certified
+            classifier whose final residual stayed above the solver's tolerance
+            (vanilla: every solve; serialized: the reference solves of ``h_ref``,
+            not the chains, which stop after a step or two by design; verified:
+            samples left undecided).  Older results recorded the chains' share
+            for serialized runs.
         extra: certifier-specific details.
+        radius_cap: the largest radius this certifier's bound can give with
+            these ``n``, ``alpha`` (and ``K``): its value on perfect counts
+            (None when the certifier does not say).
+        at_cap: True when ``radius`` is that cap, i.e. the counts were perfect
+            and only more samples (``n``, ``K``) or a larger ``alpha`` could
+            certify more.
+        health: solver-health figures, e.g. ``reference_unconverged`` (share of
+            ``h_ref`` solves that hit ``max_iter``: for those ``h_ref`` is the
+            truncated solve) and ``chain_residual_median`` / ``chain_residual_max``.
     """
 
     prediction: int
@@ -272,6 +287,9 @@ class Certificate(_Outcome):
     seconds: float
     unconverged_fraction: float
     extra: dict[str, Any] = field(default_factory=dict)
+    radius_cap: float | None = None
+    at_cap: bool | None = None
+    health: dict[str, float | None] = field(default_factory=dict)
 
 
 @runtime_checkable

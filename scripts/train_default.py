@@ -4,7 +4,7 @@ For every ``configs/mdeq-small-sigma*.toml`` (or the configs named on the
 command line) this runs deqcert's own training and writes
 ``deqcert/checkpoints/<config name>.safetensors``; the same as::
 
-    python -m deqcert.train configs/mdeq-small-sigma0.25.toml \\
+    deqcert train --config configs/mdeq-small-sigma0.25.toml \\
         --out deqcert/checkpoints/mdeq-small-sigma0.25.safetensors
 """
 

@@ -93,7 +93,7 @@ def test_config_file_with_flags_and_set(
 def test_list_json_reports_origin_and_load_errors(cli: Callable[..., Result]) -> None:
     solvers.register("broken", "deqcert_no_such_module:Solver")
     try:
-        result = cli(["list", "--json"])
+        result = cli(["list", "--json", "--check"])
     finally:
         solvers.unregister("broken")
     assert result.exit_code == 0, result.stderr
@@ -116,16 +116,16 @@ def test_info_shows_the_checkpoint(tiny_checkpoint: Path, cli: Callable[..., Res
 
 
 def test_train_writes_a_loadable_checkpoint(tmp_path: Path, cli: Callable[..., Result]) -> None:
-    out = tmp_path / "model.safetensors"
+    out = tmp_path / "new-folder" / "model.safetensors"  # created, as the default path's is
     sets = ["model=mlpdeq", "model_options.hidden=4", "epochs=1", "train_limit=100",
             "eval.limit=20", "backward=jfb"]
     result = cli(["train", *[a for s in sets for a in ("--set", s)], "--sigma", "0.5",
                   "--out", out, "--quiet"])
     assert result.exit_code == 0, result.stderr
     assert load_checkpoint(out).options.hidden == 4
-    bad = cli(["train", "--set", "epochs=0", "--out", tmp_path / "bad.safetensors"])
+    bad = cli(["train", "--set", "epochs=0", "--out", tmp_path / "other" / "bad.safetensors"])
     assert bad.exit_code == 2 and len(bad.stderr.splitlines()) == 1 and "epochs" in bad.stderr
-    assert not (tmp_path / "bad.safetensors").exists()
+    assert not (tmp_path / "other").exists()
 
 
 def test_version_help_and_merge_errors(tmp_path: Path, cli: Callable[..., Result]) -> None:

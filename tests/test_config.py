@@ -21,18 +21,18 @@ from deqcert.errors import DataError, UnknownNameError
 from deqcert.executors.pipeline import CertifyPipeline
 
 
-def test_defaults_are_the_quick_serialized_demo() -> None:
+def test_defaults_are_the_serialized_certifier_s_own() -> None:
     config = CertifyConfig()
     assert config.checkpoint == "default"
     assert (config.dataset.name, config.dataset.options) == ("mnist-sample", {"split": "test"})
     assert config.max == 5 and config.indices is None
     assert config.certifier.name == "serialized"
-    assert config.certifier.options == {"reference_samples": 200, "chain_start": "anchor"}
+    assert config.certifier.options == {}  # the certifier's own defaults: one set
     assert config.solver is not None and config.solver.options == {"max_iter": 1}
     assert config.warmup_solver is not None and config.warmup_solver.options == {"max_iter": 10}
     assert config.reference_solver is not None
     assert config.reference_solver.options == {"max_iter": 30, "tol": 1e-3}
-    assert (config.n0, config.n, config.alpha) == (100, 2000, 0.001)
+    assert (config.n0, config.n, config.alpha, config.batch) == (100, 10_000, 0.001, 400)
     assert "sigma" not in config.noise.options  # taken from the checkpoint
 
 

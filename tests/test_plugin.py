@@ -102,7 +102,7 @@ def test_plugin_components_are_discovered(plugin_site: Path) -> None:
 
 
 def test_cli_list_shows_the_plugin(plugin_site: Path, tmp_path: Path) -> None:
-    done = _cli(plugin_site, "list", "--json", cwd=tmp_path)
+    done = _cli(plugin_site, "list", "--json", "--check", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     rows = {(row["group"], row["name"]): row for row in json.loads(done.stdout)}
     for key in (("deqcert.solvers", "km"), ("deqcert.noise", "gaussian-linf")):

@@ -20,6 +20,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from .. import defaults
 from ..errors import DataError, DeqcertError
 from ..models.check import prepare_model
 from ..options import ComponentOptions
@@ -69,11 +70,13 @@ class SmoothingOptions(ComponentOptions):
     solver: SolverOption = solver_field(
         "The solver defining h_ref, run from init_state on every sample.", max_iter=30, tol=1e-3
     )
-    n0: int = Field(100, ge=1, description="Selection samples.")
-    n: int = Field(10_000, ge=1, description="Estimation samples.")
-    alpha: float = Field(0.001, gt=0, lt=1, description="Total failure probability.")
+    n0: int = Field(defaults.N0, ge=1, description="Selection samples.")
+    n: int = Field(defaults.N, ge=1, description="Estimation samples.")
+    alpha: float = Field(defaults.ALPHA, gt=0, lt=1, description="Total failure probability.")
     batch_size: int = Field(
-        400, ge=1, description="Noisy samples solved together (serialized: parallel chains)."
+        defaults.BATCH,
+        ge=1,
+        description="Noisy samples solved together (serialized: parallel chains).",
     )
 
 
@@ -170,6 +173,8 @@ def build_certificate(
     bound: str = "clopper-pearson",
     sound: bool = True,
     alpha_split: dict[str, float] | None = None,
+    p_cap: float | None = None,
+    health: dict[str, float | None] | None = None,
 ) -> Certificate:
     """The :class:`~deqcert.protocols.Certificate` for ``candidate`` with lower bound ``p_lower``.
 
@@ -180,6 +185,12 @@ def build_certificate(
     :class:`DeqcertError` if ``p_lower`` is not in ``[0, 1]`` or the noise
     returns a radius that is not finite and non-negative: a certificate must
     never claim more than its numbers support.
+
+    ``p_cap`` is the largest ``p_lower`` the bound can give with these
+    settings (its value on perfect counts; default: Clopper-Pearson with all
+    ``n`` votes for ``A``): the certificate records the radius there
+    (``radius_cap``) and whether its own radius reached it (``at_cap``).
+    ``health`` holds solver-health figures (e.g. ``reference_unconverged``).
     """
     noise = options.noise
     if not 0.0 <= p_lower <= 1.0:
@@ -207,8 +218,32 @@ def build_certificate(
         nfe=nfe,
         seconds=time.perf_counter() - started,
         unconverged_fraction=unconverged_fraction,
+        **cap_fields(
+            bounds.clopper_pearson_lower(options.n, options.n, options.alpha)
+            if p_cap is None
+            else p_cap,
+            p_lower,
+            prediction,
+            noise,
+        ),
+        health=dict(health or {}),
         extra={"candidate": candidate, **extra},
     )
+
+
+def cap_fields(
+    p_cap: float, p_lower: float, prediction: int, noise: NoiseSampler
+) -> dict[str, Any]:
+    """``radius_cap`` (the radius at ``p_lower = p_cap``) and ``at_cap`` for a certificate.
+
+    ``p_cap`` is the bound's own value on perfect counts (see
+    :func:`~deqcert.certify.bounds.bound_cap`); a radius is at the cap when its
+    ``p_lower`` reached it (the same formula on the same counts gives the same
+    float, so the comparison allows only rounding).
+    """
+    radius_cap = float(noise.radius(p_cap)) if p_cap > 0.5 else 0.0
+    at_cap = prediction != ABSTAIN and p_lower >= p_cap * (1.0 - 1e-12)
+    return {"radius_cap": radius_cap, "at_cap": bool(at_cap)}
 
 
 def binomial_prediction(
@@ -249,6 +284,7 @@ __all__ = [
     "as_solver",
     "binomial_prediction",
     "build_certificate",
+    "cap_fields",
     "check_call",
     "check_input",
     "decide",

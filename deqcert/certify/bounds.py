@@ -283,3 +283,18 @@ def serialized_bound(
         paper = rule(counts["C_m"], counts["N1"], counts["N2"], n, a1, a2)
         return NamedBound(paper.p_lower, split, {"p_m_up": paper.p_m_up, "N_E": paper.n_e})
     raise ValueError(f"unknown serialized bound {name!r}; known: {', '.join(SERIALIZED_BOUNDS)}")
+
+
+def bound_cap(name: str, n: int, K: int, alpha: float, alpha_split: float = 0.5) -> float:
+    """The largest ``p_lower`` the serialized bound ``name`` can give: its value on perfect counts.
+
+    Perfect counts: every serialized vote is ``A`` (``C_m = n``), so are all
+    ``K`` reference votes, and none mismatches (``d = 0``, ``N1 = N2 = K``).
+    Evaluated through :func:`serialized_bound` itself, so the cap follows the
+    bound whatever its formula.  No certificate with these ``n``, ``K`` and
+    ``alpha`` gets a larger radius than ``noise.radius(bound_cap(...))``.
+    """
+    if name == "sound":  # the largest of its branches: which one runs depends on the selection
+        return max(branch_lower(b, n, 0, 0, K, n, K, alpha).p_lower for b in BRANCHES)
+    perfect = {"C_m": n, "d": 0, "K": K, "N1": K, "N2": K, "reference_A": K}
+    return serialized_bound(name, perfect, n, alpha, alpha_split).p_lower

@@ -48,8 +48,12 @@ def certify_dataset(
 
     Each record holds ``index``, ``label``, ``prediction``, ``radius``,
     ``correct`` (prediction equals label; abstentions are wrong), ``p_lower``,
-    ``counts``, ``nfe``, ``seconds``, ``bound``, ``sound``, ``mode``, ``seed``
-    and ``certificate`` (the full certificate, or prediction, as a dict).  In
+    ``counts``, ``nfe``, ``seconds``, ``bound``, ``sound``, ``mode``, ``seed``,
+    ``at_cap`` and ``radius_cap`` (whether the radius is the largest the bound
+    can give with these ``n``, ``K``, ``alpha``, and that largest radius), the
+    certificate's solver-health figures (``reference_unconverged``, and for
+    serialized runs ``chain_residual_median`` / ``chain_residual_max``) and
+    ``certificate`` (the full certificate, or prediction, as a dict).  In
     predict mode ``radius`` and ``p_lower`` are None and ``p_value`` is set.
 
     Raises:
@@ -126,6 +130,9 @@ def _certificate_record(index: int, label: int, seed: int, cert: Certificate) ->
         "seconds": cert.seconds,
         "bound": cert.bound,
         "sound": cert.sound,
+        "at_cap": cert.at_cap,
+        "radius_cap": cert.radius_cap,
+        **dict(cert.health),
         "certificate": cert.to_dict(),
     }
 
@@ -146,5 +153,10 @@ def _prediction_record(index: int, label: int, seed: int, pred: Prediction) -> d
         "seconds": pred.seconds,
         "bound": "binomial-test",
         "sound": bool(pred.extra.get("sound", False)),
+        **(
+            {"reference_unconverged": pred.extra["reference_unconverged"]}
+            if "reference_unconverged" in pred.extra
+            else {}
+        ),
         "certificate": pred.to_dict(),
     }

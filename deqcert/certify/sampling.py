@@ -85,22 +85,25 @@ def class_counts(predictions: Tensor, num_classes: int) -> Tensor:
 
 @dataclass
 class SolveLog:
-    """Running totals of one kind of solve: samples, NFE and unconverged samples.
+    """Running totals of one kind of solve: samples, NFE, unconverged samples, residuals.
 
     NFE is counted per sample: ``result.nfe * batch``, or the rows actually
     evaluated when the solver compacted the batch (see
     :func:`~deqcert.solvers.rowwise.row_evaluations`).  The unconverged count
-    stays on the device until :meth:`summary`, so logging never synchronises.
+    and the final residuals stay on the device until read, so logging never
+    synchronises.
     """
 
     samples: int = 0
     nfe: int = 0
     _unconverged: Tensor | int = field(default=0, repr=False)
+    _residuals: list[Tensor] = field(default_factory=list, repr=False)
 
     def add(self, result: SolverResult, batch: int) -> None:
         self.samples += batch
         self.nfe += row_evaluations(result, batch)
         self._unconverged = self._unconverged + (~result.converged).sum()
+        self._residuals.append(result.residual.detach().reshape(-1)[:batch])
 
     @classmethod
     def merged(cls, *logs: SolveLog) -> SolveLog:
@@ -110,6 +113,7 @@ class SolveLog:
             out.samples += log.samples
             out.nfe += log.nfe
             out._unconverged = out._unconverged + log._unconverged
+            out._residuals += log._residuals
         return out
 
     @property
@@ -120,10 +124,33 @@ class SolveLog:
     def unconverged_fraction(self) -> float:
         return self.unconverged / self.samples if self.samples else 0.0
 
-    def summary(self) -> dict[str, float | int]:
+    def residual_stats(self) -> tuple[float | None, float | None]:
+        """Median and maximum of the samples' final residuals (None without samples)."""
+        if not self._residuals:
+            return None, None
+        residuals = torch.cat(self._residuals).float()
+        return float(residuals.median()), float(residuals.max())
+
+    def summary(self) -> dict[str, float | int | None]:
+        median, largest = self.residual_stats()
         return {
             "samples": self.samples,
             "nfe": self.nfe,
             "unconverged": self.unconverged,
             "unconverged_fraction": self.unconverged_fraction,
+            "residual_median": median,
+            "residual_max": largest,
         }
+
+
+def chain_health(reference: SolveLog, serial: SolveLog) -> dict[str, float | None]:
+    """Serialized smoothing's solver health: reference solves that hit ``max_iter`` (for
+    those ``h_ref`` is the truncated solve) and how far the chains' states were from a
+    fixed point (their last residuals; the chains stop after a step or two by design)."""
+    median, largest = serial.residual_stats()
+    return {
+        "reference_unconverged": reference.unconverged_fraction,
+        "chain_residual_median": median,
+        "chain_residual_max": largest,
+        "chain_unconverged": serial.unconverged_fraction,
+    }

@@ -19,8 +19,8 @@ How chains start (``chain_start``) does not affect validity, only cost:
 
 * ``warmup``: each stage's first batch is solved from ``init_state`` by
   ``warmup_solver`` (the paper's choice);
-* ``anchor``: the clean input is solved once by ``reference_solver`` and every
-  stage's chains start from that fixed point;
+* ``anchor`` (the default): the clean input is solved once by
+  ``reference_solver`` and every stage's chains start from that fixed point;
 * ``carry``: selection starts like ``warmup`` and estimation continues from
   the chains' last selection states.
 
@@ -46,6 +46,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
+from .. import defaults
 from ..options import Configurable
 from ..protocols import Certificate, EquilibriumModel, FixedPointSolver, Prediction
 from ..specs import SolverOption
@@ -62,6 +63,7 @@ from .chains import advance_chains, anchor_state, chain_starts
 from .sampling import (
     SolveLog,
     batch_sizes,
+    chain_health,
     class_counts,
     evaluating,
     noisy_batch,
@@ -108,12 +110,15 @@ class SerializedOptions(SmoothingOptions):
         max_iter=30,
         tol=1e-3,
     )
-    reference_samples: int = Field(400, ge=1, description="K: size of the reference subset S.")
+    reference_samples: int = Field(
+        defaults.REFERENCE_SAMPLES, ge=1, description="K: size of the reference subset S."
+    )
     bound: Literal["sound", "sound-v1", "paper", "repro"] = Field(
         "sound", description="Bound on p_A."
     )
     chain_start: Literal["warmup", "anchor", "carry"] = Field(
-        "warmup", description="How the chains start: warm-up batch, clean anchor, or carried."
+        defaults.CHAIN_START,
+        description="How the chains start: warm-up batch (the paper's), clean anchor, or carried.",
     )
     alpha_split: float = Field(
         0.5,
@@ -188,6 +193,7 @@ class SerializedCertifier(Configurable):
 
     Options = SerializedOptions
     registry_name = "serialized"
+    predict_note = PREDICT_NOTE  # pipelines say so before predicting
     options: Any
 
     # -- CERTIFY --------------------------------------------------------------
@@ -233,7 +239,9 @@ class SerializedCertifier(Configurable):
             solvers=self._solvers(),
             nfe=sum(log.nfe for log in logs.values()),
             started=start,
-            unconverged_fraction=serial_log.unconverged_fraction,
+            unconverged_fraction=logs["reference"].unconverged_fraction,
+            p_cap=self._cap(),
+            health=chain_health(logs["reference"], serial_log),
             extra={
                 "bound_note": BOUND_NOTES[o.bound],
                 "chain_start": o.chain_start,
@@ -340,6 +348,10 @@ class SerializedCertifier(Configurable):
     def _bound(self, counts: dict[str, int]) -> bounds.NamedBound:
         o = self.options
         return bounds.serialized_bound(o.bound, counts, o.n, o.alpha, o.alpha_split)
+
+    def _cap(self) -> float:
+        o = self.options
+        return bounds.bound_cap(o.bound, o.n, o.reference_samples, o.alpha, o.alpha_split)
 
     def _solvers(self) -> dict[str, Any]:
         o = self.options

@@ -67,6 +67,7 @@ class VanillaCertifier(Configurable):
             nfe=log.nfe,
             started=start,
             unconverged_fraction=log.unconverged_fraction,
+            health={"reference_unconverged": log.unconverged_fraction},
             extra={
                 "selection_counts": selection.tolist(),
                 "estimation_counts": estimation.tolist(),
@@ -88,7 +89,12 @@ class VanillaCertifier(Configurable):
         o = self.options
         (counts,), log = self._stage_counts(model, x, generator, o.n)
         return binomial_prediction(
-            counts, o.n, o.alpha, log, time.perf_counter() - start, {"sound": True}
+            counts,
+            o.n,
+            o.alpha,
+            log,
+            time.perf_counter() - start,
+            {"sound": True, "reference_unconverged": log.unconverged_fraction},
         )
 
     def _stage_counts(
@@ -118,4 +124,3 @@ class VanillaCertifier(Configurable):
             counts += class_counts(predictions, model.num_classes)
             log.add(result, size)
         return counts
-

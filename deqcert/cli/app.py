@@ -6,6 +6,7 @@ The commands live in their own modules (:mod:`.run`, :mod:`.train`,
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from pydantic import ValidationError
+import typer.main
 from rich.console import Console
 from typer.core import TyperGroup
 
@@ -34,14 +35,65 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 COMMAND_ORDER = ("certify", "predict", "train", "report", "merge", "list", "info")
 """How ``deqcert --help`` lists the commands (others, e.g. added later, come after)."""
 
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {}
+"""Commands whose flags need torch-importing modules: name -> (module, one-line help).
+
+Their module's ``command(name)`` builds the real command only when it is
+run (or its own ``--help`` asked for), so ``deqcert --help``, ``--version``,
+``list``, ``report`` and errors in the group's own arguments start without
+importing torch.
+"""
+
+
+def lazy_command(name: str, module: str, short_help: str) -> None:
+    """Register ``name``, built on first use by ``module.command(name)``."""
+    LAZY_COMMANDS[name] = (module, short_help)
+
+
+def typer_command(name: str, callback: Any) -> Any:
+    """The (click) command typer makes of ``callback`` under ``name``."""
+    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    single.command(name)(callback)
+    command = typer.main.get_command(single)
+    command.name = name
+    return command
+
+
+def _help_only(short_help: str) -> Any:
+    def listed() -> None:
+        """Placeholder: the real command is built when it runs."""
+
+    listed.__doc__ = short_help
+    return listed
+
 
 class OneLineErrors(TyperGroup):
     """The ``deqcert`` group: user mistakes become one line on stderr and exit code 2."""
 
+    _resolving = False
+
     def list_commands(self, ctx: Any) -> list[str]:
-        names = super().list_commands(ctx)
+        names = sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
         rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
         return sorted(names, key=lambda name: rank.get(name, len(rank)))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in LAZY_COMMANDS:
+            return command
+        module, short_help = LAZY_COMMANDS[cmd_name]
+        if not self._resolving:  # listed in the group's help: the one-line help is enough
+            return typer_command(cmd_name, _help_only(short_help))
+        built = importlib.import_module(module).command(cmd_name)
+        self.add_command(built, cmd_name)
+        return built
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        self._resolving = True
+        try:
+            return super().resolve_command(ctx, args)
+        finally:
+            self._resolving = False
 
     def main(  # type: ignore[override]
         self,
@@ -72,8 +124,6 @@ class OneLineErrors(TyperGroup):
             fail(f"{where}{message}{hint}", getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE)
         except DeqcertError as exc:
             fail(str(exc))
-        except ValidationError as exc:
-            fail(_validation_message(exc))
         except typer.Abort:
             fail("aborted", 1)
         except KeyboardInterrupt:
@@ -81,6 +131,10 @@ class OneLineErrors(TyperGroup):
         except OSError as exc:
             name = f" {exc.filename}" if getattr(exc, "filename", None) else ""
             fail(f"{exc.strerror or exc}{name}")
+        except Exception as exc:  # pydantic's ValidationError, not imported up front
+            if type(exc).__name__ != "ValidationError" or not hasattr(exc, "errors"):
+                raise
+            fail(_validation_message(exc))
         if not standalone_mode:
             return rv
         raise SystemExit(rv if isinstance(rv, int) else 0)
@@ -92,7 +146,7 @@ def _one_line_warning(message: Any, category: type[Warning], *_: Any, **__: Any)
     sys.stderr.write(f"deqcert: warning: {text}\n")
 
 
-def _validation_message(exc: ValidationError) -> str:
+def _validation_message(exc: Any) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err.get("loc", ()))

@@ -19,7 +19,8 @@ def report(
     ] = None,
     format_: Annotated[str, typer.Option("--format", help="table | markdown | tsv.")] = "table",
     plot: Annotated[
-        Path | None, typer.Option(help="Also draw certified accuracy to a PNG.")
+        Path | None,
+        typer.Option(help="Also draw certified accuracy, a panel per norm (.png, .svg or .pdf)."),
     ] = None,
 ) -> None:
     """Certified accuracy at radii, ACR, abstain rate, NFE and time, files side by side."""
@@ -28,6 +29,9 @@ def report(
     if format_ not in ("table", "markdown", "tsv"):
         raise OptionError(f"unknown report format {format_!r}; accepted: table, markdown, tsv")
     if plot is not None:
+        from ..plotting import check_plot_path
+
+        check_plot_path(plot)
         try:
             import matplotlib  # noqa: F401
         except ImportError:
@@ -39,6 +43,8 @@ def report(
         typer.echo(reporting.to_tsv(built), nl=False)
     else:
         stdout.print(reporting.to_rich(built))
+    for line in reporting.notes(built):
+        stderr.print(line, highlight=False, soft_wrap=True)
     if any(run.mark == "UNSOUND" for run in built.runs):
         stderr.print(
             "note: UNSOUND marks results made with the repro bound, which is not a "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,8 +19,15 @@ def list_components(
         typer.Argument(help="solvers | certifiers | noise | models | datasets | executors."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Import every component to report load errors.")
+    ] = False,
 ) -> None:
-    """Registered components: name, group, origin package and load errors."""
+    """Registered components: name, group, origin package (and, with --check, load errors).
+
+    Names come from the installed packages' entry-point metadata; nothing is
+    imported unless ``--check`` asks, so listing is fast.
+    """
     from ..registry import EXECUTORS, REGISTRIES
 
     registries = {**REGISTRIES, "executor": EXECUTORS}
@@ -34,31 +40,38 @@ def list_components(
             )
         registries = {wanted: registries[wanted]}
     rows = [
-        {"name": e.name, "group": e.group, "origin": e.origin, "target": e.target, "error": e.error}
+        {"name": e.name, "group": e.group, "origin": e.origin, "target": e.target,
+         "error": e.error, "checked": e.loaded or e.error is not None}
         for registry in registries.values()
-        for e in registry.entries(load=True)
+        for e in registry.entries(load=check)
     ]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title="deqcert components")
+    table = Table(title="deqcert components",
+                  caption=None if check else "status: run 'deqcert list --check' to import each")
     for column in ("group", "name", "origin", "status"):
         table.add_column(column)
     for row in rows:
-        status = "ok" if row["error"] is None else f"[red]error: {row['error']}[/red]"
+        if row["error"] is not None:
+            status = f"[red]error: {row['error']}[/red]"
+        else:
+            status = "ok" if row["checked"] else "-"
         table.add_row(str(row["group"]), str(row["name"]), str(row["origin"]), status)
     stdout.print(table)
 
 
 @app.command()
 def info(
-    checkpoint: Annotated[str, typer.Argument(help="Checkpoint file, or 'default'.")],
+    checkpoint: Annotated[
+        str, typer.Argument(help="Checkpoint file, 'default' or a bundled checkpoint's name.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """A checkpoint's model, options, training data, noise level and metrics."""
-    from ..checkpoint import checkpoint_metadata, default_checkpoint, file_sha256
+    from ..checkpoint import checkpoint_metadata, file_sha256, resolve_checkpoint
 
-    path = default_checkpoint() if checkpoint == "default" else Path(checkpoint)
+    path = resolve_checkpoint(checkpoint)
     metadata = checkpoint_metadata(path)
     details = {
         "path": str(path),
@@ -69,13 +82,13 @@ def info(
     if as_json:
         typer.echo(json.dumps(details, indent=2, default=str))
         return
+    for key in ("path", "sha256"):  # whole, on lines of their own: never cut at the width
+        typer.echo(f"{key}: {details[key]}")
     table = Table(title=f"checkpoint {path.name}", show_header=False)
     table.add_column("key", style="bold")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")
     for key in (
-        "path",
         "size_bytes",
-        "sha256",
         "model",
         "model_options",
         "dataset",

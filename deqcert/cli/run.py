@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .app import ConfigOpt, QuietOpt, SetOpt, app, stderr, stdout
+from .app import ConfigOpt, QuietOpt, SetOpt, lazy_command, stderr, stdout, typer_command
 from .flags import CERTIFY_FLAGS, Flag, flag_layer, parameters, role_flags
 
 SHARD_PLACEHOLDER = "{shard}"
@@ -79,8 +79,13 @@ class RunCommand:
         certify(config, set_ or [], layer, shard_flag=values.get("shard"), quiet=quiet)
 
 
-app.command("certify")(RunCommand("certify"))
-app.command("predict")(RunCommand("predict"))
+def command(name: str) -> Any:
+    """The ``certify`` or ``predict`` click command (built on first use, see ``lazy_command``)."""
+    return typer_command(name, RunCommand(name))
+
+
+lazy_command("certify", __name__, _DOCS["certify"])
+lazy_command("predict", __name__, _DOCS["predict"])
 
 
 def _launcher_out(out: str) -> str:
@@ -100,6 +105,7 @@ def certify(
     quiet: bool,
 ) -> None:
     """Build the run from its layers, certify what is not done yet, print the records."""
+    from ..notes import cap_hint
     from ..report import summarize
     from ..results import read_results
     from ..run.config import CertifyConfig
@@ -123,8 +129,12 @@ def certify(
         return
     if summary.records:
         stdout.print(_records_table(summary.records, config.mode))
-    stats = summarize(read_results(summary.path), [0.0])
-    line = f"{stats.inputs} inputs in {summary.path}: accuracy {stats.accuracy:.3f}"
+    results = read_results(summary.path)
+    hint = cap_hint(results.records)
+    if hint is not None:
+        typer.echo(hint)
+    stats = summarize(results, [0.0])
+    line = f"{plural(stats.inputs, 'input')} in {summary.path}: accuracy {stats.accuracy:.3f}"
     if stats.acr is not None:
         line += f", ACR {stats.acr:.3f}, abstained {stats.abstain_rate:.3f}"
     if stats.mark:
@@ -140,7 +150,7 @@ def _describe_run(pipeline: Any, writer: Any, todo: int) -> None:
     resume = f"resuming ({done} of {len(pipeline.indices)} done), " if writer.resuming else ""
     noise = ", ".join(f"{k}={v}" for k, v in config.noise.options.items())
     typer.echo(
-        f"{config.mode}: {len(pipeline.indices)} inputs of {config.dataset.name}{shard}; "
+        f"{config.mode}: {plural(len(pipeline.indices), 'input')} of {config.dataset.name}{shard}; "
         f"{config.certifier.name}, solver {config.solver.name if config.solver else '-'}, "
         f"{config.noise.name}({noise}), n0={config.n0}, n={config.n}, alpha={config.alpha}; "
         f"{resume}writing {writer.path}"
@@ -185,7 +195,20 @@ class _progress:
             self.bar.stop()
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 input``, ``5 inputs``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def format_p_value(value: Any) -> str:
+    """A p-value in 3 significant digits; one too small for a float is ``<1e-300``."""
+    p = float(value or 0.0)
+    return "<1e-300" if p < 1e-300 else f"{p:.2e}"
+
+
 def _records_table(records: list[dict[str, Any]], mode: str) -> Table:
+    from ..notes import CAP_MARK, is_at_cap
+
     table = Table(title=f"{mode} results")
     columns = ["idx", "label", "prediction", "correct"]
     columns += ["radius", "p_lower"] if mode == "certify" else ["p_value"]
@@ -201,9 +224,10 @@ def _records_table(records: list[dict[str, Any]], mode: str) -> Table:
             "yes" if r.get("correct") else "no",
         ]
         if mode == "certify":
-            cells += [f"{r.get('radius') or 0.0:.3f}", f"{r.get('p_lower') or 0.0:.4f}"]
+            mark = CAP_MARK if is_at_cap(r) else ""
+            cells += [f"{r.get('radius') or 0.0:.3f}{mark}", f"{r.get('p_lower') or 0.0:.4f}"]
         else:
-            cells += [f"{r.get('p_value') or 0.0:.2e}"]
+            cells += [format_p_value(r.get("p_value"))]
         cells += [str(r.get("nfe")), f"{r.get('seconds') or 0.0:.2f}"]
         table.add_row(*cells)
     if len(records) > len(shown):
@@ -211,4 +235,4 @@ def _records_table(records: list[dict[str, Any]], mode: str) -> Table:
     return table
 
 
-__all__ = ["RunCommand", "certify"]
+__all__ = ["RunCommand", "certify", "command"]

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from ..errors import OptionError
-from .app import ConfigOpt, QuietOpt, SetOpt, app, stdout
+from .app import ConfigOpt, QuietOpt, SetOpt, lazy_command, stdout, typer_command
 from .flags import Flag, flag_layer, parameters
 
 TRAIN_FLAGS: tuple[Flag, ...] = (
@@ -34,7 +34,7 @@ class TrainCommand:
 
     def __init__(self) -> None:
         self.__name__ = "train"
-        self.__doc__ = "Train a DEQ with Gaussian noise augmentation and save a checkpoint."
+        self.__doc__ = TRAIN_HELP
         self.__annotations__: dict[str, Any] = {}  # the flags are in __signature__
 
     @property
@@ -71,7 +71,15 @@ class TrainCommand:
 OutOpt = Annotated[
     Path | None, typer.Option(help="Checkpoint to write (default checkpoints/<model>-...).")
 ]
-app.command("train")(TrainCommand())
+TRAIN_HELP = "Train a DEQ with Gaussian noise augmentation and save a checkpoint."
+
+
+def command(name: str = "train") -> Any:
+    """The ``train`` click command (built on first use, see ``lazy_command``)."""
+    return typer_command(name, TrainCommand())
+
+
+lazy_command("train", __name__, TRAIN_HELP)
 
 
 def run_train(
@@ -93,7 +101,7 @@ def run_train(
     else:
         if out.suffix != ".safetensors":
             raise OptionError(f"--out {out}: checkpoints are .safetensors files")
-        check_writable(out)
+        check_writable(out, create_parent=True)  # a missing folder is created, as by default
     result = run_training(train_config, out=out, progress=not quiet)
     if quiet:
         typer.echo(str(result.checkpoint))

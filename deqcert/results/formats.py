@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
+from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,21 @@ def to_jsonable(value: Any) -> Any:
     return str(value)
 
 
+def floor_digits(value: float, digits: int = 6) -> str:
+    """``value`` in ``digits`` significant digits, rounded *down* (never claims a larger radius).
+
+    ``0.4016756872`` -> ``"0.401675"`` (``.6g`` would give ``0.401676``, and a
+    report at ``r = 0.401676`` would then count an input the JSONL does not);
+    the nearest form is kept when it does not read back above ``value``.
+    """
+    nearest = f"{value:.{digits}g}"
+    if not math.isfinite(value) or float(nearest) <= value:
+        return nearest  # read back, it is not above value: keep the short form
+    exact = Decimal(value)  # the float's exact binary value
+    step = Decimal(1).scaleb(exact.adjusted() - digits + 1)
+    return format(exact.quantize(step, rounding=ROUND_FLOOR).normalize(), "f")
+
+
 def _format_time(seconds: Any) -> str:
     return str(datetime.timedelta(seconds=float(seconds or 0.0)))
 
@@ -75,7 +92,7 @@ def encode_record(record: Mapping[str, Any], fmt: str, mode: str = "certify") ->
         "idx": record["index"],
         "label": record.get("label"),
         "predict": record.get("prediction"),
-        "radius": f"{float(record.get('radius') or 0.0):.6g}",
+        "radius": floor_digits(float(record.get("radius") or 0.0)),
         "correct": int(bool(record.get("correct"))),
         "time": _format_time(record.get("seconds")),
     }
@@ -93,4 +110,5 @@ def _decode_tsv(line: str, columns: Sequence[str]) -> dict[str, Any]:
     }
     if "radius" in cells:
         record["radius"] = float(cells["radius"])
+    record["mode"] = "certify" if "radius" in cells else "predict"
     return record

@@ -87,10 +87,35 @@ def _parse_tsv(result: ResultsFile, lines: list[str]) -> None:
             f"{result.path}: unexpected TSV columns {' '.join(columns)}; expected "
             f"{' '.join(TSV_COLUMNS['certify'])}"
         )
+    defaults = header_defaults(result.header) if "radius" in columns else {}
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
         try:
-            result.records.append(_decode_tsv(line.rstrip("\r"), columns))
+            record = _decode_tsv(line.rstrip("\r"), columns)
         except ValueError:
             raise ResultsError(f"{result.path}, line {number}: malformed TSV row") from None
+        result.records.append({**record, **defaults})
+
+
+def header_defaults(header: dict[str, Any] | None) -> dict[str, Any]:
+    """What TSV certify rows leave out and the header knows: the bound and whether it is sound.
+
+    A TSV row has Cohen et al.'s columns only; without these, a ``repro`` run
+    read back from TSV would lose its UNSOUND mark.
+    """
+    certifier = (header or {}).get("certifier")
+    if not isinstance(certifier, dict):
+        return {}
+    name = certifier.get("name")
+    bound = certifier.get("bound")
+    if bound is None and name == "vanilla":
+        bound = "clopper-pearson"
+    out: dict[str, Any] = {}
+    if isinstance(bound, str):
+        out["bound"] = bound
+    if isinstance(certifier.get("sound"), bool):
+        out["sound"] = certifier["sound"]
+    elif name == "vanilla":
+        out["sound"] = True
+    return out

@@ -31,7 +31,8 @@ from pydantic import (
     model_validator,
 )
 
-from ..checkpoint import default_checkpoint
+from .. import defaults
+from ..checkpoint import resolve_checkpoint
 from ..data.selection import parse_indices
 from ..errors import OptionError
 from ..options import validate_options
@@ -47,25 +48,29 @@ def _default_dataset() -> ComponentSpec:
 
 
 def _default_certifier() -> ComponentSpec:
-    return ComponentSpec.model_validate(
-        {"name": "serialized", "reference_samples": 200, "chain_start": "anchor"}
-    )
+    return ComponentSpec.model_validate({"name": "serialized"})  # its own defaults
 
 
 class CertifyConfig(BaseModel):
     """One certification or prediction run over a selection of a dataset.
 
     The defaults certify the first 5 test images of the bundled MNIST sample
-    with the bundled checkpoint and serialized randomized smoothing (SRS-1A:
-    one Anderson step per sample, the chains started at the clean input's
-    fixed point, the reference solve checked on ``K = 200`` random samples
-    out of ``n = 2000``), the noise level taken from the checkpoint.
+    with the bundled checkpoint and serialized randomized smoothing with the
+    certifier's own defaults (SRS-1A: one Anderson step per sample, the
+    chains started at the clean input's fixed point, the 30-step reference
+    solve checked on ``K = 400`` random samples out of ``n = 10,000``), the
+    noise level taken from the checkpoint.  The sample sizes are those of
+    :mod:`deqcert.defaults`, the same as ``create_certifier``'s.
     """
 
     model_config = ConfigDict(extra="allow")
     _given_roles: set[str] = PrivateAttr(default_factory=set)
 
-    checkpoint: str = Field("default", description="Checkpoint (.safetensors) or 'default'.")
+    checkpoint: str = Field(
+        "default",
+        description="Checkpoint (.safetensors), 'default' or a bundled one's name "
+        "(e.g. mdeq-small-sigma0.5).",
+    )
     model: str | None = Field(
         None,
         description="Your own model instead of a checkpoint: FILE.py:FACTORY or "
@@ -96,10 +101,10 @@ class CertifyConfig(BaseModel):
         default_factory=lambda: ComponentSpec(name="gaussian"),
         description="Noise: gaussian | laplace | uniform (level: the checkpoint's by default).",
     )
-    n0: int = Field(100, ge=1, description="Selection samples.")
-    n: int = Field(2000, ge=1, description="Estimation samples.")
-    alpha: float = Field(0.001, gt=0, lt=1, description="Failure probability.")
-    batch: int = Field(400, ge=1, description="Noisy samples per batch.")
+    n0: int = Field(defaults.N0, ge=1, description="Selection samples.")
+    n: int = Field(defaults.N, ge=1, description="Estimation samples.")
+    alpha: float = Field(defaults.ALPHA, gt=0, lt=1, description="Failure probability.")
+    batch: int = Field(defaults.BATCH, ge=1, description="Noisy samples per batch.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
     seed: int = Field(0, ge=0, description="Run seed: input i's noise comes from (seed, i).")
     mode: Literal["certify", "predict"] = "certify"
@@ -275,10 +280,11 @@ class CertifyConfig(BaseModel):
         )
 
     def checkpoint_path(self) -> Path | None:
-        """The checkpoint file (the bundled one for ``"default"``; None with ``model``)."""
+        """The checkpoint file (a bundled one for ``default`` or a bundled file's short name;
+        None with ``model``)."""
         if self.model is not None:
             return None
-        return default_checkpoint() if self.checkpoint == "default" else Path(self.checkpoint)
+        return resolve_checkpoint(self.checkpoint)
 
     def build(self, *, validate_inputs: bool = True) -> CertifyPipeline:
         """Validate everything and build the pipeline (dataset, model, solvers, noise, certifier).
@@ -315,9 +321,9 @@ def default_layer(certifier: str | None = None) -> dict[str, Any]:
     Plain values are left to the model's own defaults, so that
     ``model_fields_set`` tells which keys a user set.
     """
-    defaults = CertifyConfig.model_construct()
+    base = CertifyConfig.model_construct()
     layer: dict[str, Any] = {
-        key: getattr(defaults, key).model_dump(mode="json") for key in roles.COMPONENT_KEYS
+        key: getattr(base, key).model_dump(mode="json") for key in roles.COMPONENT_KEYS
     }
     if certifier is not None and certifier != layer["certifier"]["name"]:
         layer["certifier"] = {"name": certifier}

@@ -10,6 +10,7 @@ each record as it completes.
 from __future__ import annotations
 
 import datetime
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +22,13 @@ from .. import specs
 from ..certify.base import check_input
 from ..checkpoint import OpenedCheckpoint, open_checkpoint
 from ..data.selection import select_indices
-from ..errors import DataError, DeqcertError
+from ..errors import DataError, DeqcertError, DeqcertWarning
 from ..models.check import check_model as check_protocol
+from ..notes import unconverged_warning
 from ..protocols import ModelCheckingCertifier
 from ..results import ResultsWriter, infer_format, to_jsonable
 from . import guards, roles
-from .resolve import resolve_device
+from .resolve import resolve_device, run_notes
 from .sharding import Shard
 
 if TYPE_CHECKING:
@@ -206,8 +208,16 @@ class CertifyPipeline:
         writer: ResultsWriter | None = None,
         on_record: RecordCallback | None = None,
     ) -> RunSummary:
-        """Certify the inputs not yet in the results file and append their records."""
+        """Certify the inputs not yet in the results file and append their records.
+
+        Warns (:class:`~deqcert.errors.DeqcertWarning`) before starting when the
+        noise level is not the checkpoint's or PREDICT is heuristic (see
+        :func:`~deqcert.run.resolve.run_notes`), and once at the end when more than
+        1 % of the reference solves of the new records stopped at ``max_iter``.
+        """
         writer = writer if writer is not None else self.prepare_output(out)
+        for note in run_notes(self.config, self.metadata, self.certifier):
+            warnings.warn(note, DeqcertWarning, stacklevel=2)
         todo = [i for i in self.indices if i not in writer.done]
         summary = RunSummary(writer.path, len(self.indices), len(self.indices) - len(todo))
         with writer:
@@ -216,6 +226,9 @@ class CertifyPipeline:
                 summary.records.append(record)
                 if on_record is not None:
                     on_record(record)
+        warning = unconverged_warning(summary.records)
+        if warning is not None:
+            warnings.warn(warning, DeqcertWarning, stacklevel=2)
         return summary
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ..errors import OptionError
@@ -69,3 +70,28 @@ def local_rank(environ: Mapping[str, str]) -> int | None:
     if rank < 0:
         raise OptionError(f"environment LOCAL_RANK={text!r}: expected a non-negative integer")
     return rank
+
+
+def run_notes(config: Any, metadata: Mapping[str, Any], certifier: Any) -> list[str]:
+    """What a user should know before a valid run starts (warnings, not errors).
+
+    * certifying at a noise level other than the one the checkpoint was
+      trained with (valid, but usually far less accurate);
+    * PREDICT of a certifier that marks it heuristic (``predict_note``).
+    """
+    notes = []
+    sigma = getattr(config.noise, "options", {}).get("sigma")
+    trained = checkpoint_sigma(metadata)
+    if trained is not None and isinstance(sigma, int | float) and abs(sigma - trained) > 1e-9:
+        from ..checkpoint import bundled_checkpoints
+
+        others = ", ".join(name for name in bundled_checkpoints() if name != "default")
+        notes.append(
+            f"certifying at sigma={sigma:g} but checkpoint {Path(config.checkpoint).name} was "
+            f"trained at sigma={trained:g}; the certificate is valid, but a model trained at "
+            f"another noise level is usually much less accurate (bundled: {others})"
+        )
+    note = getattr(certifier, "predict_note", None)
+    if config.mode == "predict" and note:
+        notes.append(f"{config.certifier.name} PREDICT is {note}")
+    return notes
