@@ -16,7 +16,7 @@ UNCONVERGED_WARNING_SHARE = 0.01
 CAP_MARK = "*"
 """Appended to a radius that is at its bound's cap in tables."""
 
-_SERIALIZED_BOUNDS = ("sound", "paper", "repro")
+_SERIALIZED_BOUNDS = ("sound", "sound-v1", "paper", "repro")
 
 
 def is_at_cap(record: Mapping[str, Any]) -> bool:
@@ -28,7 +28,8 @@ def cap_hint(records: Iterable[Mapping[str, Any]]) -> str | None:
     """The line explaining capped radii, or None when no record is at its cap.
 
     Names the cap and what raises it: ``K`` (reference samples, serialized
-    bounds), ``n`` and ``alpha``.
+    bounds), ``n`` and ``alpha`` (not ``n`` when the ``sound`` bound took its
+    ``reference`` branch, Clopper-Pearson on the ``K`` reference votes alone).
     """
     capped = [r for r in records if is_at_cap(r)]
     if not capped:
@@ -47,11 +48,13 @@ def cap_hint(records: Iterable[Mapping[str, Any]]) -> str | None:
     )
     cap = number(first.get("radius_cap"))
     at = f" r={cap:.3f}" if cap is not None else ""
-    raise_ = (
-        "a larger K (--set certifier.reference_samples=...), n (--n) or alpha (--alpha)"
-        if serialized
-        else "a larger n (--n) or alpha (--alpha)"
-    )
+    larger_k = "a larger K (--set certifier.reference_samples=...)"
+    if serialized and (cert.get("extra") or {}).get("branch") == "reference":
+        raise_ = f"{larger_k} or alpha (--alpha)"  # Clopper-Pearson on the K reference votes
+    elif serialized:
+        raise_ = f"{larger_k}, n (--n) or alpha (--alpha)"
+    else:
+        raise_ = "a larger n (--n) or alpha (--alpha)"
     return (
         f"{CAP_MARK} {len(capped)} radi{'us is' if len(capped) == 1 else 'i are'} at the cap of "
         f"the {bound} bound ({at.strip() or 'its maximum'} with {sizes}): every vote agreed, so "
