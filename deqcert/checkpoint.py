@@ -25,6 +25,7 @@ from torch import nn
 from ._atomic import replacing
 from .errors import CheckpointError, DeqcertError
 from .memory import check_fits
+from .options import short_repr
 from .registry import create_model, list_models, models
 from .safetensors_header import TensorInfo, read_header
 
@@ -153,7 +154,7 @@ def _load(path: Path, meta: dict[str, Any], device: str | torch.device) -> Any:
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: unsupported checkpoint format_version {_short(version)} "
+            f"{path}: unsupported checkpoint format_version {short_repr(version, 20)} "
             f"(this deqcert reads version {FORMAT_VERSION})"
         )
     name, options = meta.get("model"), meta.get("model_options")
@@ -258,11 +259,6 @@ def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
                 f"{path}: tensor {key!r} holds {bad} NaN or infinite value(s); the weights "
                 "of a model to certify must be finite"
             )
-
-
-def _short(value: Any, limit: int = 20) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _names(names: list[str], limit: int = 8) -> str:

@@ -12,8 +12,11 @@ merge), :mod:`.inspect` (list, info).
 
 from __future__ import annotations
 
-from . import files, inspect, run, train
-from .app import app, fail
+from .signals import importing
+
+with importing():  # Ctrl-C while the CLI loads: one line, exit 130, no traceback
+    from . import files, inspect, run, train
+    from .app import app, fail
 
 
 def main() -> None:

@@ -24,9 +24,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..checkpoint import default_checkpoint
-from ..data.selection import parse_indices
+from ..data.selection import parse_ranges
 from ..errors import OptionError
-from ..options import validate_options
+from ..options import refuse_bool_numbers, validate_options
 from ..specs import ComponentSlot, ComponentSpec, component_class, parse_spec
 from . import layers, roles
 from .pipeline import CertifyPipeline, build_pipeline
@@ -54,7 +54,7 @@ class CertifyConfig(BaseModel):
     out of ``n = 2000``), the noise level taken from the checkpoint.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     checkpoint: str = Field("default", description="Checkpoint (.safetensors) or 'default'.")
     dataset: ComponentSpec = Field(
@@ -111,6 +111,11 @@ class CertifyConfig(BaseModel):
             raise OptionError(layers.format_config_error(exc, cls)) from None
 
     # -- structural validation ---------------------------------------------
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        return refuse_bool_numbers(cls, data)
+
     @field_validator("max", mode="before")
     @classmethod
     def _max_all(cls, value: Any) -> Any:
@@ -124,7 +129,7 @@ class CertifyConfig(BaseModel):
         if isinstance(value, int) and not isinstance(value, bool):
             return [value]
         if isinstance(value, str):
-            parse_indices(value)
+            parse_ranges(value)  # checked, not expanded: "0-300000000" builds no list
         return value
 
     @field_validator("shard")

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..errors import DeqcertError, OptionError
+from ..options import short_repr
 from ..specs import accepted_options
 
 try:
@@ -177,13 +178,8 @@ def format_config_error(
             parts.append(f"unknown config key '{loc}'")
         else:
             msg = str(err.get("msg", "")).removeprefix("Value error, ")
-            parts.append(f"config key '{loc}': {msg} (got {_short(err.get('input'))})")
+            parts.append(f"config key '{loc}': {msg} (got {short_repr(err.get('input'))})")
     text = "; ".join(dict.fromkeys(parts))
     if unknown:
         text += ". Accepted keys: " + ", ".join(accepted or model.model_fields)
     return text
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

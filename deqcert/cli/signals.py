@@ -1,0 +1,96 @@
+"""SIGINT and SIGTERM on the command line: one line, the resume hint, exit 130 or 143.
+
+While a command runs (and while the CLI's own modules import), both signals
+end it with one line on stderr.  Inside a cleanup section (see
+:mod:`deqcert._interrupts`: a results file open for writing, an atomic write,
+a Ray cluster started here) they raise :class:`Interrupted` in the main
+thread instead.  It derives from ``BaseException``, so ``finally`` blocks run
+on the way out: the results file is closed with every finished record synced
+(at worst a torn last line, which resuming drops), and atomic writes remove
+their temporary files.  Anywhere else there is nothing to clean up and the
+process exits at once, which also means an import cut short (torch, numpy)
+is never retried half-loaded.  A second signal during cleanup exits at once.
+Only the standard library is imported here, so the handlers are in place
+before anything heavy loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+from .. import _interrupts
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+HINT = "run the same command again to resume"
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; :attr:`exit_code` is ``128 + signal number``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def message(self) -> str:
+        return f"interrupted ({signal.Signals(self.signum).name}); {HINT}"
+
+
+def _write(line: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"deqcert: error: {line}\n")
+        sys.stderr.flush()
+
+
+def _raise(signum: int, frame: FrameType | None) -> None:
+    if not _interrupts.active():
+        _exit_now(signum, frame)
+    for sig in SIGNALS:  # a second signal while cleaning up ends the process now
+        signal.signal(sig, _exit_now)
+    raise Interrupted(signum)
+
+
+def _exit_now(signum: int, frame: FrameType | None) -> None:
+    _write(Interrupted(signum).message)
+    os._exit(128 + signum)
+
+
+@contextlib.contextmanager
+def raising() -> Iterator[None]:
+    """SIGINT/SIGTERM raise :class:`Interrupted` inside; the previous handlers come back after.
+
+    Outside the main thread (where handlers cannot be set) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    for sig in SIGNALS:
+        signal.signal(sig, _raise)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def importing() -> Iterator[None]:
+    """Around the CLI's imports: a signal prints one line and exits (no traceback)."""
+    try:
+        with raising():
+            yield
+    except (Interrupted, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT)
+        _write(Interrupted(signum).message)
+        raise SystemExit(128 + signum) from None
