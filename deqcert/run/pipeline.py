@@ -148,7 +148,11 @@ class CertifyPipeline:
 
     # -- running -----------------------------------------------------------------
     def prepare_output(self, out: str | Path | None = None) -> ResultsWriter:
-        """Check the output (writable; same run if it exists) without touching it.
+        """Check the output (writable; same run if it exists) without changing it.
+
+        An existing file is locked first and stays locked until the writer is
+        closed (at the end of :meth:`run`), so no other process can write it
+        in between.
 
         ``{shard}`` in the path becomes the shard's tag (``1-of-4``, or ``all``).
         """
@@ -157,7 +161,9 @@ class CertifyPipeline:
             target = str(target).replace("{shard}", self.shard.tag if self.shard else "all")
         path = Path(target) if target is not None else self.default_out()
         fmt = infer_format(path, self.config.format)
-        return ResultsWriter(path, self.header(), fmt, create_parent=target is None)
+        return ResultsWriter(
+            path, self.header(), fmt, create_parent=target is None, expected=self.indices
+        )
 
     def records(self, indices: Sequence[int] | None = None) -> Iterator[dict[str, Any]]:
         """Records for ``indices`` (default: this shard's), without writing anything."""
@@ -172,9 +178,9 @@ class CertifyPipeline:
     ) -> RunSummary:
         """Certify the inputs not yet in the results file and append their records."""
         writer = writer if writer is not None else self.prepare_output(out)
-        todo = [i for i in self.indices if i not in writer.done]
-        summary = RunSummary(writer.path, len(self.indices), len(self.indices) - len(todo))
-        with writer:
+        with writer:  # done is final once the file is open and locked
+            todo = [i for i in self.indices if i not in writer.done]
+            summary = RunSummary(writer.path, len(self.indices), len(self.indices) - len(todo))
             for record in self.records(todo) if todo else iter(()):
                 writer.write(record)
                 summary.records.append(record)
