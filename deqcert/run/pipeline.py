@@ -25,6 +25,7 @@ from ..results import ResultsWriter, infer_format, to_jsonable
 from . import roles
 from .resolve import resolve_device
 from .sharding import Shard
+from .validate import check_memory
 
 if TYPE_CHECKING:
     from .config import CertifyConfig
@@ -178,6 +179,9 @@ class CertifyPipeline:
     ) -> RunSummary:
         """Certify the inputs not yet in the results file and append their records."""
         writer = writer if writer is not None else self.prepare_output(out)
+        start = getattr(self.executor, "start", None)
+        if callable(start) and any(i not in writer.done for i in self.indices):
+            start()  # e.g. join a Ray cluster: a wrong address fails before the header is written
         with writer:  # done is final once the file is open and locked
             todo = [i for i in self.indices if i not in writer.done]
             summary = RunSummary(writer.path, len(self.indices), len(self.indices) - len(todo))
@@ -226,6 +230,7 @@ def build_pipeline(config: CertifyConfig, *, validate_inputs: bool = True) -> Ce
         checkpoint_sha256=opened.sha256,
         metadata=opened.metadata,
     )
+    check_memory(pipeline)
     if validate_inputs:
         pipeline.validate_inputs()
     return pipeline
