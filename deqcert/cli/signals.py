@@ -85,8 +85,8 @@ def raising() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def importing() -> Iterator[None]:
-    """Around the CLI's imports: a signal prints one line and exits (no traceback)."""
+def starting() -> Iterator[None]:
+    """Around the CLI's imports and start: a signal prints one line and exits (no traceback)."""
     try:
         with raising():
             yield
