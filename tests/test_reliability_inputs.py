@@ -167,8 +167,9 @@ CASES: dict[str, tuple[Setup, str]] = {
 @pytest.fixture(scope="module")
 def finished(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """The results file of a finished 3-input run with the tiny checkpoint."""
-    from deqcert.cli import app
     from typer.testing import CliRunner
+
+    from deqcert.cli import app
 
     folder = tmp_path_factory.mktemp("finished")
     cwd = os.getcwd()

@@ -15,16 +15,17 @@ _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 def parse_ranges(text: str) -> list[range]:
     """Parse ``"0-9,20,30-32"`` (inclusive ranges) into ranges, without expanding them."""
     out: list[range] = []
+    shown = short_repr(text, 40)
     for part in text.split(","):
         match = _RANGE.match(part)
         if match is None:
             raise OptionError(
-                f"invalid indices {short_repr(text, 40)}: expected comma-separated numbers or ranges, e.g. 0-9,20"
+                f"invalid indices {shown}: expected comma-separated numbers or ranges, e.g. 0-9,20"
             )
         start = int(match[1])
         stop = int(match[2]) if match[2] is not None else start
         if stop < start:
-            raise OptionError(f"invalid indices {short_repr(text, 40)}: range {part.strip()} runs backwards")
+            raise OptionError(f"invalid indices {shown}: range {part.strip()} runs backwards")
         out.append(range(start, stop + 1))
     return out
 

@@ -46,7 +46,7 @@ def _is_int(value: Any) -> bool:
 
 def check_record(path: str | Path, number: int, record: Mapping[str, Any]) -> None:
     """Damaged unless the record has a non-negative integer index and an integer prediction."""
-    index = record.get("index")
+    index: Any = record.get("index")
     if not _is_int(index) or index < 0:
         raise damaged(path, f"line {number}: index {short_repr(index, 30)} is no input index")
     prediction = record.get("prediction")

@@ -100,8 +100,8 @@ def check_tree(data: Any, where: str) -> None:
             for name, child in children:
                 if isinstance(node, dict) and not isinstance(name, str):
                     raise OptionError(
-                        f"{where}: key {short_repr(name, 30)} ({type(name).__name__}) is not a string; "
-                        "config keys must be text (quote it)"
+                        f"{where}: key {short_repr(name, 30)} ({type(name).__name__}) is not "
+                        "a string; config keys must be text (quote it)"
                     )
                 total += size(child, (*path, key))
                 if total > MAX_CONFIG_VALUES:
