@@ -1,4 +1,7 @@
-"""SIGINT and SIGTERM on the command line: one line, the resume hint, exit 130 or 143.
+"""SIGINT and SIGTERM on the command line: one line, the command's hint, exit 130 or 143.
+
+``certify`` and ``predict`` end the line with "run the same command again to
+resume" (:func:`set_hint`); ``merge`` says that nothing was written.
 
 While a command runs (and while the CLI's own modules import), both signals
 end it with one line on stderr.  Inside a cleanup section (see
@@ -27,7 +30,13 @@ from types import FrameType
 from .. import _interrupts
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-HINT = "run the same command again to resume"
+RESUME_HINT = "run the same command again to resume"
+_hint: list[str] = []  # what the running command tells an interrupted user, if anything
+
+
+def set_hint(text: str) -> None:
+    """The hint the interrupt line ends with (``certify`` sets :data:`RESUME_HINT`)."""
+    _hint[:] = [text]
 
 
 class Interrupted(BaseException):
@@ -36,14 +45,13 @@ class Interrupted(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
+        name = signal.Signals(signum).name
+        self.message = f"interrupted ({name}); {_hint[0]}" if _hint else f"interrupted ({name})"
+        """The line to print, with the hint of the command running when the signal came."""
 
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
-
-    @property
-    def message(self) -> str:
-        return f"interrupted ({signal.Signals(self.signum).name}); {HINT}"
 
 
 def _write(line: str) -> None:
@@ -75,6 +83,7 @@ def raising() -> Iterator[None]:
         yield
         return
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    hint = list(_hint)
     for sig in SIGNALS:
         signal.signal(sig, _raise)
     try:
@@ -82,6 +91,7 @@ def raising() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _hint[:] = hint
 
 
 @contextlib.contextmanager
