@@ -215,3 +215,44 @@ def test_no_space_left_names_the_file_and_keeps_it_resumable(
     monkeypatch.setattr(os, "fsync", real)
     assert cli(args).exit_code == 0  # resumed
     assert sorted(read_results(out).indices) == [0, 1, 2]
+
+
+def test_an_executor_that_cannot_start_fails_before_the_header(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    from deqcert.errors import OptionError
+    from deqcert.run import CertifyConfig
+
+    class Unreachable:
+        def start(self) -> None:
+            raise OptionError("cluster unreachable")
+
+        def run(self, pipeline: Any, indices: Any) -> Any:
+            raise AssertionError("never run")
+
+    out = tmp_path / "run.jsonl"
+    pipeline = CertifyConfig.model_validate(
+        {"checkpoint": str(tiny_checkpoint), "n0": 10, "n": 40, "batch": 20, "alpha": 0.1,
+         "certifier": {"name": "vanilla"}, "max": 2}
+    ).build()
+    pipeline.executor = Unreachable()  # type: ignore[assignment]
+    with pytest.raises(OptionError, match="unreachable"):
+        pipeline.run(out)
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_two_cli_processes_into_one_out(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "run.jsonl"
+    args = [sys.executable, "-m", "deqcert.cli", "certify", "--checkpoint", str(tiny_checkpoint),
+            *FAST, "--max", "6", "--out", str(out), "--quiet"]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read() if p.stderr else "") for p in procs]
+    for code, err in results:  # each finished, or was told the file is being written
+        assert code == 0 or (code == 2 and "another process" in err), err
+    assert subprocess.run(args, capture_output=True, timeout=300).returncode == 0
+    assert counts(out) == Counter(range(6))
