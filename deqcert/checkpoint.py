@@ -26,6 +26,7 @@ from ._atomic import replacing
 from .errors import CheckpointError, DeqcertError
 from .memory import check_fits
 from .models.check import check_model
+from .options import short_repr
 from .registry import create_model, list_models, models
 from .safetensors_header import TensorInfo, read_header
 
@@ -159,7 +160,7 @@ def _load(path: Path, meta: dict[str, Any], device: str | torch.device) -> Any:
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: unsupported checkpoint format_version {_short(version)} "
+            f"{path}: unsupported checkpoint format_version {short_repr(version, 20)} "
             f"(this deqcert reads version {FORMAT_VERSION})"
         )
     name, options = meta.get("model"), meta.get("model_options")
@@ -295,11 +296,6 @@ def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
                 f"{path}: tensor {key!r} holds {bad} NaN or infinite value(s); the weights "
                 "of a model to certify must be finite"
             )
-
-
-def _short(value: Any, limit: int = 20) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _names(names: list[str], limit: int = 8) -> str:

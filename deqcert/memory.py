@@ -64,9 +64,12 @@ def format_bytes(count: float) -> str:
     return f"{count:.1f} TiB"
 
 
-def check_fits(needed: int, what: str, hint: str = "") -> None:
-    """Raise :class:`OptionError` if ``needed`` bytes for ``what`` exceed what is available."""
-    free = available_bytes()
+def check_fits(needed: int, what: str, hint: str = "", available: int | None = None) -> None:
+    """Raise :class:`OptionError` if ``needed`` bytes for ``what`` exceed what is available.
+
+    ``available`` (e.g. a GPU's free memory) replaces :func:`available_bytes`.
+    """
+    free = available_bytes() if available is None else available
     if free is not None and needed > free:
         extra = f"; {hint}" if hint else ""
         raise OptionError(

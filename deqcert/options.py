@@ -8,17 +8,87 @@ ignored.
 
 from __future__ import annotations
 
+import reprlib
+import types
+import typing
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from .errors import OptionError
 
 
-class ComponentOptions(BaseModel):
-    """Base for per-component option models: unknown keys are rejected."""
+def _numeric(annotation: Any) -> bool:
+    """True for ``int``/``float`` fields (also inside ``X | None``), never for ``bool`` ones."""
+    if annotation is bool:
+        return False
+    if annotation in (int, float):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        args = typing.get_args(annotation)
+        return bool not in args and any(_numeric(arg) for arg in args)
+    return False
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=False)
+
+def refuse_bool_numbers(model: type[BaseModel], data: Any) -> Any:
+    """A ``mode="before"`` check: ``true`` given for a number is an error, not ``1``.
+
+    Pydantic reads ``True`` as ``1`` for an ``int`` field, so ``--set n=true``
+    would run with ``n = 1``.
+    """
+    if isinstance(data, dict):
+        for key, value in data.items():
+            field = model.model_fields.get(key) if isinstance(key, str) else None
+            if isinstance(value, bool) and field is not None and _numeric(field.annotation):
+                raise OptionError(f"'{key}' must be a number, not {str(value).lower()}")
+    return data
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib's bounded repr, keeping a dict's own key order."""
+
+    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        items = [
+            f"{self.repr1(key, level - 1)}: {self.repr1(x[key], level - 1)}"
+            for key in list(x)[: self.maxdict]
+        ]
+        return "{" + ", ".join(items) + (", ..." if len(x) > self.maxdict else "") + "}"
+
+
+_REPR = _ShortRepr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 40, 40
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, built without expanding deep or huge values.
+
+    Error messages quote what a user gave with this, never in full: a YAML alias
+    bomb's repr would take forever to build.
+    """
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class ComponentOptions(BaseModel):
+    """Base for per-component option models: unknown keys are rejected.
+
+    Numbers must be finite (``inf`` and ``nan`` are refused) and of the right
+    type (``true`` is no number).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", arbitrary_types_allowed=True, frozen=False, allow_inf_nan=False
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        return refuse_bool_numbers(cls, data)
 
 
 def format_validation_error(exc: ValidationError, owner: str, model: type[BaseModel]) -> str:
@@ -33,7 +103,7 @@ def format_validation_error(exc: ValidationError, owner: str, model: type[BaseMo
         elif not loc:  # a model-level check: the input is every option, not worth echoing
             parts.append(msg)
         else:
-            parts.append(f"option '{loc}': {msg} (got {err.get('input')!r})")
+            parts.append(f"option '{loc}': {msg} (got {short_repr(err.get('input'))})")
     return f"{owner}: " + "; ".join(parts) + f". Accepted options: {accepted or 'none'}"
 
 

@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import DeqcertError, OptionError
+from .options import short_repr
 from .registry import EXECUTORS, REGISTRIES, Registry
 
 REQUIRED_MEMBERS: dict[str, tuple[str, ...]] = {
@@ -57,17 +58,12 @@ def normalise(value: Any) -> Any:
         flat = {"name": name, **value["options"]}
         warnings.warn(
             f"the nested spec form {{'name': {name!r}, 'options': {{...}}}} is deprecated; "
-            f"write the options next to the name: {_short(flat)}",
+            f"write the options next to the name: {short_repr(flat, 80)}",
             DeqcertDeprecationWarning,
             stacklevel=2,
         )
         return flat
     return value
-
-
-def _short(spec: Mapping[str, Any], limit: int = 80) -> str:
-    text = repr(dict(spec))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ComponentSpec(BaseModel):

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from _cli_checks import assert_refused, snapshot
 from conftest import FAST
 from safetensors.torch import load_file, save_file
 from typer.testing import Result
@@ -177,13 +178,6 @@ CASES: dict[str, tuple[Setup, str]] = {
 }
 
 
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"<dir>"
-        for p in sorted(folder.rglob("*"))
-    }
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_one_line_exit_2_and_no_output(
     name: str,
@@ -197,15 +191,11 @@ def test_bad_input_is_one_line_exit_2_and_no_output(
     setup, word = CASES[name]
     monkeypatch.chdir(tmp_path)
     args = setup(tmp_path, tiny_checkpoint)
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     result = cli(args)
-    lines = result.stderr.splitlines()
-    assert result.exit_code == 2, (result.exit_code, result.stderr, result.exception)
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("deqcert: error: ")
-    assert word.lower() in lines[0].lower(), lines[0]
-    assert "Traceback" not in result.stdout + result.stderr
-    assert _snapshot(tmp_path) == before  # nothing created, nothing changed
+    assert_refused(result.exit_code, result.stderr, word, 2, result.exception)
+    assert "Traceback" not in result.stdout
+    assert snapshot(tmp_path) == before  # nothing created, nothing changed
 
 
 def test_matrix_covers_at_least_twenty_cases() -> None:

@@ -104,6 +104,7 @@ def test_tsv_has_cohens_columns_and_resumes(tmp_path: Path) -> None:
     assert json.loads(sidecar_path(path).read_text())["config"]["n"] == 100
     writer = ResultsWriter(path, header())
     assert writer.done == {0, 1}
+    writer.close()  # the check locked the file; let go of it
     with pytest.raises(ResultsError, match="different run"):
         ResultsWriter(path, header(n=7))
     assert read_results(path).records[1]["seconds"] == pytest.approx(0.5)

@@ -12,13 +12,17 @@ merge), :mod:`.inspect` (list, info).
 
 from __future__ import annotations
 
-from . import files, inspect, run, train
-from .app import app, fail
+from .signals import starting
+
+with starting():  # Ctrl-C while the CLI loads: one line, exit 130, no traceback
+    from . import files, inspect, run, train
+    from .app import app, fail
 
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    with starting():  # typer builds the commands (importing torch) before they run
+        app()
 
 
 __all__ = ["app", "fail", "files", "inspect", "main", "run", "train"]

@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import DeqcertError
+from . import signals
 
 EXIT_USAGE = 2
 
@@ -104,7 +105,7 @@ class OneLineErrors(TyperGroup):
         **extra: Any,
     ) -> Any:
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), signals.raising():
                 warnings.showwarning = _one_line_warning
                 rv = super().main(
                     args=args,
@@ -126,8 +127,10 @@ class OneLineErrors(TyperGroup):
             fail(str(exc))
         except typer.Abort:
             fail("aborted", 1)
+        except signals.Interrupted as exc:
+            fail(exc.message, exc.exit_code)
         except KeyboardInterrupt:
-            fail("interrupted; run the same command again to resume", 130)
+            fail(signals.Interrupted(2).message, 130)
         except OSError as exc:
             name = f" {exc.filename}" if getattr(exc, "filename", None) else ""
             fail(f"{exc.strerror or exc}{name}")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import OptionError
+from . import signals
 from .app import app, stderr, stdout
 
 
@@ -64,6 +65,7 @@ def merge(
     """Merge shard results: headers must agree and every index must appear exactly once."""
     from ..results import merge_results
 
+    signals.set_hint(f"nothing was written to {out}")  # the merged file is renamed into place
     summary = merge_results(out, parts)
     typer.echo(f"merged {summary.parts} files, {summary.records} records -> {summary.out}")
 

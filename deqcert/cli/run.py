@@ -25,6 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from . import signals
 from .app import ConfigOpt, QuietOpt, SetOpt, lazy_command, stderr, stdout, typer_command
 from .flags import CERTIFY_FLAGS, Flag, flag_layer, parameters, role_flags
 
@@ -111,6 +112,7 @@ def certify(
     from ..run.config import CertifyConfig
     from ..run.sharding import shard_from_env
 
+    signals.set_hint(signals.RESUME_HINT)  # records are synced one by one: rerunning resumes
     env_shard = shard_from_env(os.environ) if shard_flag is None else None
     if env_shard is not None:
         values["shard"] = str(env_shard)

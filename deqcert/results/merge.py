@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Any
 from ..errors import ResultsError
 from .formats import TSV_COLUMNS, encode_record, infer_format, sidecar_path
 from .headers import _first, format_ranges, header_differences
-from .reading import read_results
+from .reading import ResultsFile, read_results
 from .writer import check_writable, write_atomic
 
 
@@ -47,10 +48,12 @@ def merge_results(out: str | Path, parts: Sequence[str | Path]) -> MergeSummary:
     out = Path(out)
     if not parts:
         raise ResultsError("merge needs at least one results file")
+    _check_paths(out, [Path(p) for p in parts])
     files = [read_results(p) for p in parts]
     for item in files:
         if item.header is None:
             raise ResultsError(f"{item.path} has no deqcert header; cannot merge it")
+    _check_formats(files)
     base = files[0]
     assert base.header is not None
     for item in files[1:]:
@@ -92,6 +95,44 @@ def merge_results(out: str | Path, parts: Sequence[str | Path]) -> MergeSummary:
     body += "".join(encode_record(_plain(r), fmt, mode) for r in records)
     write_atomic(out, body)
     return MergeSummary(out, len(files), len(records))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _check_paths(out: Path, parts: Sequence[Path]) -> None:
+    """OUT must not be a part (merging would overwrite a shard), nor a part given twice."""
+    for part in parts:
+        if _same_file(out, part) or _same_file(sidecar_path(out), part):
+            raise ResultsError(
+                f"cannot merge into {out}: it is one of the parts ({part}); write the merged "
+                "file elsewhere"
+            )
+    for i, part in enumerate(parts):
+        for other in parts[:i]:
+            if _same_file(part, other):
+                raise ResultsError(f"cannot merge: {part} is given twice (as {other})")
+
+
+def _check_formats(files: Sequence[ResultsFile]) -> None:
+    """All parts in one format: TSV rows keep fewer fields, so mixing would drop some.
+
+    OUT may have another format: a ``.tsv`` OUT is an explicit export to
+    Cohen's columns (and a ``.jsonl`` OUT of TSV parts loses nothing).
+    """
+    formats = sorted({item.format for item in files})
+    if len(formats) > 1:
+        shown = "; ".join(
+            f"{fmt}: {', '.join(str(i.path) for i in files if i.format == fmt)}" for fmt in formats
+        )
+        raise ResultsError(
+            f"cannot merge parts of different formats ({shown}): TSV rows keep fewer fields "
+            "than JSON Lines records, so fields would be lost; merge parts of one format"
+        )
 
 
 def _plain(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import ResultsError
 from .formats import TSV_COLUMNS, _decode_tsv, infer_format, sidecar_path
+from .integrity import check_header, check_record, regular_or_absent
 
 
 @dataclass
@@ -31,6 +32,7 @@ def read_results(path: str | Path, fmt: str | None = None) -> ResultsFile:
     """Read a results file; a torn (newline-less) last line is reported, not returned."""
     path = Path(path)
     fmt = infer_format(path, fmt)
+    regular_or_absent(path, "a results file")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -63,10 +65,11 @@ def _parse_jsonl(result: ResultsFile, lines: list[str]) -> None:
         if item.get("type") == "header":
             if result.header is not None or result.records:
                 raise ResultsError(f"{result.path}, line {number}: a second header record")
-            result.header = item
+            result.header = check_header(result.path, item, f"line {number} (the header)")
         elif "index" in item:
             if result.header is None:
                 raise ResultsError(f"{result.path} does not start with a header record")
+            check_record(result.path, number, item)
             result.records.append(item)
         else:
             raise ResultsError(f"{result.path}, line {number}: neither a header nor a record")
@@ -79,6 +82,7 @@ def _parse_tsv(result: ResultsFile, lines: list[str]) -> None:
             result.header = json.loads(sidecar.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ResultsError(f"{sidecar} is unreadable: {exc}") from None
+        check_header(sidecar, result.header)
     if not lines:
         return
     columns = tuple(lines[0].strip().split("\t"))

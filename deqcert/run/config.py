@@ -33,9 +33,9 @@ from pydantic import (
 
 from .. import defaults
 from ..checkpoint import resolve_checkpoint
-from ..data.selection import parse_indices
+from ..data.selection import parse_ranges
 from ..errors import OptionError
-from ..options import validate_options
+from ..options import refuse_bool_numbers, validate_options
 from ..specs import ComponentSlot, ComponentSpec, component_class, parse_spec
 from . import layers, roles
 from .pipeline import CertifyPipeline, build_pipeline
@@ -63,7 +63,7 @@ class CertifyConfig(BaseModel):
     :mod:`deqcert.defaults`, the same as ``create_certifier``'s.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     _given_roles: set[str] = PrivateAttr(default_factory=set)
 
     checkpoint: str = Field(
@@ -138,6 +138,11 @@ class CertifyConfig(BaseModel):
             raise OptionError(layers.format_config_error(exc, cls)) from None
 
     # -- structural validation ---------------------------------------------
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        return refuse_bool_numbers(cls, data)
+
     @field_validator("max", mode="before")
     @classmethod
     def _max_all(cls, value: Any) -> Any:
@@ -151,7 +156,7 @@ class CertifyConfig(BaseModel):
         if isinstance(value, int) and not isinstance(value, bool):
             return [value]
         if isinstance(value, str):
-            parse_indices(value)
+            parse_ranges(value)  # checked, not expanded: "0-300000000" builds no list
         return value
 
     @field_validator("shard")

@@ -20,6 +20,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..errors import DeqcertError, OptionError
+from ..options import short_repr
+from ..results.integrity import regular_or_absent
 from ..specs import accepted_options
 
 try:
@@ -28,6 +30,10 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
+MAX_CONFIG_BYTES = 4 * 2**20
+"""A config file is read up to this size (4 MiB); a larger one is refused."""
+MAX_CONFIG_VALUES = 1_000_000
+"""A config's values, counted with YAML aliases expanded, up to this many."""
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -36,12 +42,22 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     suffix = path.suffix.lower()
     if suffix not in CONFIG_SUFFIXES:
         raise OptionError(f"config file {path}: unsupported type '{suffix}'; use .toml or .yaml")
+    regular_or_absent(path, "a config file", OptionError)  # a FIFO or /dev/zero would hang
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise OptionError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise OptionError(f"config file {path} is a directory") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise OptionError(f"config file {path} is unreadable: {exc}") from None
+        raise OptionError(f"config file {path} is unreadable: {short_repr(exc, 80)}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise OptionError(
+            f"config file {path} is larger than {MAX_CONFIG_BYTES // 2**20} MiB; "
+            "a config holds settings, not data"
+        )
     try:
         if suffix == ".toml":
             data: Any = tomllib.loads(text)
@@ -58,7 +74,50 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise OptionError(
             f"config file {path} must hold a table of keys, not {type(data).__name__}"
         )
+    check_tree(data, f"config file {path}")
     return data
+
+
+def check_tree(data: Any, where: str) -> None:
+    """Refuse non-string keys, self-references and trees too large once YAML aliases expand.
+
+    YAML anchors share one object between many places; a few lines of nested
+    aliases (an "alias bomb") expand to billions of values, so sizes are
+    counted per distinct object (linear in the file) before anything walks
+    the tree.
+    """
+    sizes: dict[int, int] = {}
+
+    def size(node: Any, path: tuple[int, ...]) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        key = id(node)
+        if key in path:
+            raise OptionError(f"{where}: a YAML alias refers to itself; expand it by hand")
+        if key not in sizes:
+            children = node.items() if isinstance(node, dict) else enumerate(node)
+            total = 1
+            for name, child in children:
+                if isinstance(node, dict) and not isinstance(name, str):
+                    raise OptionError(
+                        f"{where}: key {short_repr(name, 30)} ({type(name).__name__}) is not "
+                        "a string; config keys must be text (quote it)"
+                    )
+                total += size(child, (*path, key))
+                if total > MAX_CONFIG_VALUES:
+                    break
+            sizes[key] = total
+        if sizes[key] > MAX_CONFIG_VALUES:
+            raise OptionError(
+                f"{where} expands to more than {MAX_CONFIG_VALUES} values (YAML aliases?); "
+                "a config holds settings, not data"
+            )
+        return sizes[key]
+
+    try:
+        size(data, ())
+    except RecursionError:
+        raise OptionError(f"{where} is nested too deeply") from None
 
 
 def parse_value(text: str) -> Any:
@@ -177,13 +236,8 @@ def format_config_error(
             parts.append(f"unknown config key '{loc}'")
         else:
             msg = str(err.get("msg", "")).removeprefix("Value error, ")
-            parts.append(f"config key '{loc}': {msg} (got {_short(err.get('input'))})")
+            parts.append(f"config key '{loc}': {msg} (got {short_repr(err.get('input'))})")
     text = "; ".join(dict.fromkeys(parts))
     if unknown:
         text += ". Accepted keys: " + ", ".join(accepted or model.model_fields)
     return text
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -30,6 +30,7 @@ from ..results import ResultsWriter, infer_format, to_jsonable
 from . import guards, roles
 from .resolve import resolve_device, run_notes
 from .sharding import Shard
+from .validate import check_memory
 
 if TYPE_CHECKING:
     from .config import CertifyConfig
@@ -183,7 +184,11 @@ class CertifyPipeline:
 
     # -- running -----------------------------------------------------------------
     def prepare_output(self, out: str | Path | None = None) -> ResultsWriter:
-        """Check the output (writable; same run if it exists) without touching it.
+        """Check the output (writable; same run if it exists) without changing it.
+
+        An existing file is locked first and stays locked until the writer is
+        closed (at the end of :meth:`run`), so no other process can write it
+        in between.
 
         ``{shard}`` in the path becomes the shard's tag (``1-of-4``, or ``all``).
         """
@@ -192,7 +197,9 @@ class CertifyPipeline:
             target = str(target).replace("{shard}", self.shard.tag if self.shard else "all")
         path = Path(target) if target is not None else self.default_out()
         fmt = infer_format(path, self.config.format)
-        return ResultsWriter(path, self.header(), fmt, create_parent=target is None)
+        return ResultsWriter(
+            path, self.header(), fmt, create_parent=target is None, expected=self.indices
+        )
 
     def records(self, indices: Sequence[int] | None = None) -> Iterator[dict[str, Any]]:
         """Records for ``indices`` (default: this shard's), without writing anything."""
@@ -218,9 +225,12 @@ class CertifyPipeline:
         writer = writer if writer is not None else self.prepare_output(out)
         for note in run_notes(self.config, self.metadata, self.certifier):
             warnings.warn(note, DeqcertWarning, stacklevel=2)
-        todo = [i for i in self.indices if i not in writer.done]
-        summary = RunSummary(writer.path, len(self.indices), len(self.indices) - len(todo))
-        with writer:
+        start = getattr(self.executor, "start", None)
+        if callable(start) and any(i not in writer.done for i in self.indices):
+            start()  # e.g. join a Ray cluster: a wrong address fails before the header is written
+        with writer:  # done is final once the file is open and locked
+            todo = [i for i in self.indices if i not in writer.done]
+            summary = RunSummary(writer.path, len(self.indices), len(self.indices) - len(todo))
             for record in self.records(todo) if todo else iter(()):
                 writer.write(record)
                 summary.records.append(record)
@@ -271,6 +281,7 @@ def build_pipeline(config: CertifyConfig, *, validate_inputs: bool = True) -> Ce
         metadata=opened.metadata,
         href_source=href_source,
     )
+    check_memory(pipeline)
     if validate_inputs:
         pipeline.validate_inputs()
     return pipeline

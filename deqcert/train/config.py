@@ -5,18 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import OptionError
 from ..models.base import DEFAULT_SOLVER
-from ..options import format_validation_error
+from ..options import format_validation_error, refuse_bool_numbers
 from ..protocols import FixedPointSolver
 from ..specs import ComponentSpec
 from ..specs import build as build_component
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        return refuse_bool_numbers(cls, data)
 
 
 class SolverSpec(ComponentSpec):

@@ -3,7 +3,10 @@
 An executor turns a built :class:`~deqcert.run.pipeline.CertifyPipeline`
 and a list of dataset indices into result records (in any order).  The single
 writer in :meth:`CertifyPipeline.run` appends them to the results file, so
-every executor resumes and shards the same way.  Each input's noise is seeded
+every executor resumes and shards the same way.  An executor may also have a
+``start()`` method: the pipeline calls it before the results file is opened
+(when inputs remain), so a service that cannot be reached (the Ray executor
+joins its cluster there) fails before anything is written.  Each input's noise is seeded
 from ``(seed, index)``, so records do not depend on the executor.
 
 Built-ins: ``local`` (this process) and ``ray`` (optional extra

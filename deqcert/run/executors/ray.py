@@ -12,13 +12,15 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import socket
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
+from ... import _interrupts
 from ...errors import OptionError
-from ...options import ComponentOptions, Configurable
+from ...options import ComponentOptions, Configurable, short_repr
 
 if TYPE_CHECKING:
     from ..pipeline import CertifyPipeline
@@ -37,6 +39,9 @@ class RayOptions(ComponentOptions):
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs requested per worker")
     gpus_per_worker: float | None = Field(
         None, ge=0, description="GPUs requested per worker; default 1 on a CUDA device, else 0"
+    )
+    connect_timeout: float = Field(
+        10.0, gt=0, le=600, description="seconds to wait for the cluster at 'address'"
     )
 
 
@@ -68,6 +73,33 @@ class RayExecutor(Configurable):
         super().__init__(**options)
         if importlib.util.find_spec("ray") is None:
             raise OptionError(INSTALL_HINT)
+        if self.options.address is not None:  # before any file is written
+            probe(self.options.address, self.options.connect_timeout)
+        self._started = False
+
+    def start(self) -> None:
+        """Start or join the cluster now (before the results file is written); one line if not."""
+        import ray
+
+        if self._started or ray.is_initialized():
+            return
+        options = self.options
+        _interrupts.enter()  # from here a signal shuts the cluster down (run's finally)
+        try:
+            ray.init(
+                address=options.address,
+                num_cpus=options.num_cpus if options.address is None else None,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+            )
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            _interrupts.leave()
+            raise OptionError(
+                f"ray: cannot start or join a cluster at {options.address or 'this machine'}: "
+                f"{_first_line(exc)}"
+            ) from None
+        self._started = True
 
     def run(self, pipeline: CertifyPipeline, indices: Sequence[int]) -> Iterator[dict[str, Any]]:
         """Yield one record per index, in completion order."""
@@ -77,15 +109,7 @@ class RayExecutor(Configurable):
         if not indices:
             return
         options = self.options
-        started = not ray.is_initialized()
-        if started:
-            ray.init(
-                address=options.address,
-                num_cpus=options.num_cpus if options.address is None else None,
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level=logging.ERROR,
-            )
+        self.start()
         try:
             gpus = options.gpus_per_worker
             if gpus is None:
@@ -102,5 +126,45 @@ class RayExecutor(Configurable):
                 lambda worker, index: worker.certify.remote(index), list(indices)
             )
         finally:
-            if started:
+            if self._started:
+                self._started = False
                 ray.shutdown()
+                _interrupts.leave()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return short_repr(text.splitlines()[0], 200).strip("'\"") if text else type(exc).__name__
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``ray://host:10001`` or ``host:6379`` -> ``(host, port)``; None for ``auto``/``local``."""
+    rest = address.removeprefix("ray://")
+    if rest in ("auto", "local") or "://" in rest:
+        return None
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise OptionError(
+            f"ray: address {short_repr(address, 60)} is not host:port, ray://host:port or auto"
+        )
+    return host.strip("[]"), int(port)
+
+
+def probe(address: str, timeout: float) -> None:
+    """Refuse (one line) a cluster address that nothing answers at within ``timeout`` seconds.
+
+    Ray itself retries a wrong address for minutes; a TCP connection to the
+    head's port tells at once (it does not prove that a Ray head listens).
+    """
+    target = _host_port(address)
+    if target is None:
+        return
+    try:
+        with socket.create_connection(target, timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise OptionError(
+            f"ray: no cluster answers at {short_repr(address, 60)} ({reason} after at most "
+            f"{timeout:g} s); check --address or the cluster, or set executor.connect_timeout"
+        ) from None
