@@ -8,8 +8,8 @@ with no options all mean the same run settings:
   the SRS paper's ``n``, so default certificates are comparable with
   published ones;
 * serialized smoothing checks ``K = 400`` reference samples (the sound
-  bound's cap at ``sigma = 0.25`` is then ``r = 0.498``; ``n = 2,000, K =
-  200`` capped every default radius at 0.410);
+  bound's cap at ``sigma = 0.25`` is then ``r = 0.529``; ``n = 2,000, K =
+  200`` capped every default radius at 0.410 under the bound before issue 16);
 * chains start at the clean input's fixed point (``chain_start = "anchor"``):
   the cheapest start (one solve instead of a 10-step warm-up batch per
   stage, see ``docs/benchmarks.md``) and, like every start, no effect on
