@@ -240,7 +240,7 @@ def binomial_prediction(
     n2 = int(top2.values[1]) if counts.numel() > 1 else 0
     top = int(top2.indices[0])
     p_value = bounds.binomial_test_pvalue(n1, n1 + n2)
-    reason = nonfinite_reason(log.nonfinite, log.samples)
+    reason = nonfinite_reason(log.nonfinite, n)
     if reason is not None:
         extra = {**extra, "abstain_reason": reason}
     return Prediction(

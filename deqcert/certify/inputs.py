@@ -165,7 +165,11 @@ def _check_range(model: Any, x: Tensor, where: str) -> None:
 
 def _check_generator(x: Tensor, generator: Any, where: str) -> None:
     if not isinstance(generator, torch.Generator):
-        got = "None" if generator is None else type(generator).__name__
+        kind = type(generator)
+        got = kind.__qualname__ if kind.__module__ == "builtins" else (
+            f"{kind.__module__}.{kind.__qualname__}"
+        )
+        got = "None" if generator is None else got
         raise DataError(
             f"{where}: generator is {got}; pass a seeded torch.Generator on the input's "
             "device, e.g. torch.Generator(device=x.device).manual_seed(0)"

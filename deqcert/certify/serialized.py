@@ -231,7 +231,7 @@ class SerializedCertifier(Configurable):
         p_lower, details = named.p_lower, named.details
         counts.update({k: v for k, v in details.items() if isinstance(v, int)})
         serial_log = SolveLog.merged(logs["chains"], logs["warmup"])
-        every = SolveLog.merged(*logs.values())
+        noisy = SolveLog.merged(serial_log, logs["reference"])  # the anchor is no noisy solve
         return build_certificate(
             o,
             candidate=candidate,
@@ -246,7 +246,7 @@ class SerializedCertifier(Configurable):
             unconverged_fraction=logs["reference"].unconverged_fraction,
             p_cap=self._cap(),
             health=chain_health(logs["reference"], serial_log),
-            abstain_reason=nonfinite_reason(every.nonfinite, every.samples),
+            abstain_reason=nonfinite_reason(noisy.nonfinite, noisy.samples),
             extra={
                 "bound_note": BOUND_NOTES[o.bound],
                 "chain_start": o.chain_start,
