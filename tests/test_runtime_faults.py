@@ -265,7 +265,7 @@ def test_non_finite_samples_are_no_votes_and_the_prediction_abstains(
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", CERTIFIERS)
-def test_the_same_model_without_faults_certifies_and_records_no_reason(name: str, mode: str) -> None:
+def test_without_faults_the_model_certifies_and_records_no_reason(name: str, mode: str) -> None:
     model, x = flaky("logits", "some")
     model.threshold = math.inf  # no sample is broken: the control of the tests above
     outcome = run(name, mode, model, x)
