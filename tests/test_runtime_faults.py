@@ -105,6 +105,19 @@ def test_an_input_on_another_device_than_the_model_is_refused() -> None:
     check_input(model, x, gen(), check_device=False)  # datasets are checked before moving
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", CERTIFIERS)
+def test_cuda_input_with_a_cpu_generator_or_a_cpu_model_is_one_line(name: str) -> None:
+    model, x = oracle()
+    with pytest.raises(DataError, match="x is on cuda:0 but the model on cpu"):
+        run(name, "certify", model, x.cuda())
+    model.cuda()
+    with pytest.raises(DataError, match="x is on cuda:0 but the generator on cpu"):
+        run(name, "certify", model, x.cuda())
+    with pytest.raises(DataError, match="x is on cpu but the model on cuda:0"):
+        run(name, "predict", model, x, torch.Generator(device="cuda"))
+
+
 @pytest.mark.parametrize("name", CERTIFIERS)
 def test_input_range_opt_out_for_models_whose_inputs_are_not_images(name: str) -> None:
     model, x = oracle()

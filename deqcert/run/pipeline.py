@@ -79,7 +79,7 @@ class CertifyPipeline:
 
     # -- validation ----------------------------------------------------------
     def validate_inputs(self, indices: Sequence[int] | None = None) -> None:
-        """Check every input (:func:`~deqcert.certify.base.check_input`), then the model.
+        """Check every input (:func:`~deqcert.certify.inputs.check_input`), then the model.
 
         Each input must be a finite ``(C, H, W)`` float tensor of the model's
         shape, dtype and input range with a label the model knows (see
