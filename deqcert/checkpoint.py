@@ -25,7 +25,7 @@ from torch import nn
 from ._atomic import replacing
 from .errors import CheckpointError, DeqcertError
 from .memory import check_fits
-from .models.check import check_model
+from .models.check import check_model, first_nonfinite
 from .options import short_repr
 from .registry import create_model, list_models, models
 from .safetensors_header import TensorInfo, read_header
@@ -289,13 +289,13 @@ def _check_tensors(
 
 
 def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    for key, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            bad = int((~torch.isfinite(tensor)).sum())
-            raise CheckpointError(
-                f"{path}: tensor {key!r} holds {bad} NaN or infinite value(s); the weights "
-                "of a model to certify must be finite"
-            )
+    bad = first_nonfinite(tensors.items())
+    if bad is not None:
+        key, count = bad
+        raise CheckpointError(
+            f"{path}: tensor {key!r} holds {count} NaN or infinite value(s); the weights "
+            "of a model to certify must be finite"
+        )
 
 
 def _names(names: list[str], limit: int = 8) -> str:

@@ -124,7 +124,9 @@ class ShapedModel(Protocol):
     """Optional: a model that declares the shape of one input, e.g. ``(1, 28, 28)``.
 
     Inputs are checked against it before any sampling (see
-    :func:`deqcert.certify.base.check_input`).
+    :func:`deqcert.certify.inputs.check_input`).  Any model may also set
+    ``input_range``: ``(lo, hi)`` (default ``(0, 1)``, pixels) or ``None`` for
+    inputs that are not images (no range check).
     """
 
     input_shape: tuple[int, ...]
@@ -144,8 +146,9 @@ class EquilibriumModel(Protocol):
     a list of tensors (e.g. MDEQ) is packed by :func:`deqcert.adapt`.
     :func:`deqcert.models.check.check_model` checks these members before any work.
     A model may also define ``before_certificate()`` (run before each
-    certificate, e.g. to reset TorchDEQ's weight norm) and ``input_shape``
-    (``(C, H, W)``, checked against the dataset).
+    certificate, e.g. to reset TorchDEQ's weight norm), ``input_shape``
+    (``(C, H, W)``, checked against the dataset) and ``input_range``
+    (``(lo, hi)`` or ``None``; default ``(0, 1)``).
     """
 
     num_classes: int

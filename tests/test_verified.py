@@ -174,12 +174,13 @@ def test_overstatement_rate_at_most_alpha() -> None:
 def test_accepting_unverified_votes_would_be_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same harness flags a certifier that trusts one warm-started step: the test has power."""
 
-    def trust_everything(self: Verifier, z: Tensor, u64: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def trust_everything(self: Verifier, z: Tensor, u64: Tensor) -> tuple[Tensor, ...]:
         y = self.model.f(z.to(torch.float64), u64)
         top = self.model.readout(y).argmax(dim=1)
-        return torch.ones_like(top, dtype=torch.bool), top, y
+        yes = torch.ones_like(top, dtype=torch.bool)
+        return yes, top, y, yes  # verified, top, checked point, finite
 
-    monkeypatch.setattr(Verifier, "check", trust_everything)
+    monkeypatch.setattr(Verifier, "examine", trust_everything)
     runs, alpha = 60, 0.1
     bad, _ = overstatement_rate(verified(alpha=alpha, n=60), runs, p_a=0.8)
     assert bad > allowed(runs, alpha)

@@ -3,8 +3,9 @@
 * :class:`SmoothingOptions`: noise, solver, ``n0``, ``n``, ``alpha``, batch size;
   :func:`solver_field` declares a solver role (a config key and a ``--<role>``
   CLI flag, see ``docs/plugins.md``).
-* :func:`check_input`: the one check of an input (used by the certifiers, the
-  dataset loop and the run pipeline).
+* :func:`check_call`: the model, its weights, the input and the generator
+  before any sampling (the input rules: :func:`~deqcert.certify.inputs.check_input`,
+  re-exported here).
 * :func:`decide`, :func:`build_certificate` and :func:`binomial_prediction`:
   from counts to a :class:`~deqcert.protocols.Certificate` or
   :class:`~deqcert.protocols.Prediction`.
@@ -21,7 +22,7 @@ from pydantic import Field
 from torch import Tensor
 
 from .. import defaults
-from ..errors import DataError, DeqcertError
+from ..errors import DeqcertError
 from ..models.check import prepare_model
 from ..options import ComponentOptions
 from ..protocols import (
@@ -30,10 +31,10 @@ from ..protocols import (
     FixedPointSolver,
     NoiseSampler,
     Prediction,
-    ShapedModel,
 )
 from ..specs import NoiseOption, SolverOption, as_component, component_field
 from . import bounds
+from .inputs import check_input
 
 if TYPE_CHECKING:
     from .sampling import SolveLog
@@ -88,63 +89,33 @@ def describe(component: Any) -> dict[str, Any]:
 
 
 # -- the input check ------------------------------------------------------------------
-def check_call(model: Any, x: Any, generator: torch.Generator) -> None:
+def check_call(model: Any, x: Any, generator: Any) -> None:
     """What every ``certify``/``predict`` call checks first.
 
     The model against the protocol (one error naming every missing member, see
     :func:`~deqcert.models.check.check_model`; its ``before_certificate`` hook,
-    if any, runs here), then the input (:func:`check_input`).
+    if any, runs here) and its weights (finite, see
+    :func:`~deqcert.models.check.check_weights`), then the input and the
+    generator (:func:`~deqcert.certify.inputs.check_input`).
     """
     prepare_model(model)
-    check_input(model, x, generator)
+    check_input(model, x, generator, needs_generator=True)
 
 
-def check_input(
-    model: Any,
-    x: Any,
-    generator: torch.Generator | None = None,
-    *,
-    label: Any = None,
-    where: str = "input",
-    ndim: int | None = None,
-) -> None:
-    """Raise a one-line :class:`DataError` unless ``x`` is one finite input ``model`` accepts.
+def nonfinite_reason(bad: int, total: int) -> str | None:
+    """The abstention reason when ``bad`` of ``total`` solves gave non-finite logits or states.
 
-    ``x`` must be a floating-point tensor of the model's ``input_shape`` (see
-    :class:`~deqcert.protocols.ShapedModel`; any shape with at least one
-    dimension if it declares none, or ``ndim`` dimensions when given), with
-    finite values; with ``generator``, on the generator's device; with
-    ``label``, a class of the model (``0 <= label < num_classes``).  Messages
-    start with ``where`` (e.g. ``"input 3 of dataset 'mnist'"``).
+    Such a solve is no vote for any class (see
+    :func:`~deqcert.certify.sampling.solve_injected`), and a certificate or
+    prediction with any of them abstains with this reason recorded in
+    ``extra['abstain_reason']`` (None when every solve was finite).
     """
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise DataError(f"{where}: x must be a float tensor, got {_kind(x)}")
-    expected = tuple(model.input_shape) if isinstance(model, ShapedModel) else None
-    if expected is not None and tuple(x.shape) != expected:
-        raise DataError(f"{where}: expected x of shape {expected}, got {tuple(x.shape)}")
-    if expected is None and ndim is not None and x.dim() != ndim:
-        want = "(C, H, W)" if ndim == 3 else f"{ndim} dimensions"
-        raise DataError(f"{where}: expected x of shape {want}, got {tuple(x.shape)}")
-    if x.dim() < 1:
-        raise DataError(f"{where}: x must have at least one dimension, e.g. (C, H, W)")
-    if not bool(torch.isfinite(x).all()):
-        raise DataError(f"{where}: x contains NaN or infinite values; inputs must be finite")
-    if generator is not None and x.device.type != generator.device.type:
-        raise DataError(
-            f"{where}: x is on {x.device} but the generator on {generator.device}; "
-            "create the generator on the input's device"
-        )
-    num_classes = getattr(model, "num_classes", None)
-    if label is not None and isinstance(num_classes, int) and not 0 <= int(label) < num_classes:
-        raise DataError(
-            f"{where}: label {label} is out of range; the model has {num_classes} classes"
-        )
-
-
-def _kind(x: Any) -> str:
-    if isinstance(x, Tensor):
-        return f"a {x.dtype} tensor"
-    return type(x).__name__
+    if not bad:
+        return None
+    return (
+        f"non-finite logits or states in {bad} of {total} noisy solves; "
+        "they are no votes and nothing is certified"
+    )
 
 
 # -- from counts to outcomes ------------------------------------------------------------
@@ -175,6 +146,7 @@ def build_certificate(
     alpha_split: dict[str, float] | None = None,
     p_cap: float | None = None,
     health: dict[str, float | None] | None = None,
+    abstain_reason: str | None = None,
 ) -> Certificate:
     """The :class:`~deqcert.protocols.Certificate` for ``candidate`` with lower bound ``p_lower``.
 
@@ -191,11 +163,16 @@ def build_certificate(
     ``n`` votes for ``A``): the certificate records the radius there
     (``radius_cap``) and whether its own radius reached it (``at_cap``).
     ``health`` holds solver-health figures (e.g. ``reference_unconverged``).
+    With ``abstain_reason`` (see :func:`nonfinite_reason`) the certificate
+    abstains whatever ``p_lower`` is, and ``extra['abstain_reason']`` says why.
     """
     noise = options.noise
     if not 0.0 <= p_lower <= 1.0:
         raise DeqcertError(f"bound '{bound}' gave p_lower = {p_lower}, expected a value in [0, 1]")
     prediction, radius = decide(candidate, p_lower, noise)
+    if abstain_reason is not None:
+        prediction, radius = ABSTAIN, 0.0
+        extra = {**extra, "abstain_reason": abstain_reason}
     if not math.isfinite(radius) or radius < 0:
         raise DeqcertError(
             f"noise '{describe(noise).get('name')}' returned radius {radius} for "
@@ -254,14 +231,20 @@ def binomial_prediction(
     seconds: float,
     extra: dict[str, Any],
 ) -> Prediction:
-    """Cohen et al.'s PREDICT decision from class counts (vanilla and serialized)."""
+    """Cohen et al.'s PREDICT decision from class counts (vanilla and serialized).
+
+    Abstains, with ``extra['abstain_reason']``, if any solve in ``log`` was not finite.
+    """
     top2 = torch.topk(counts, k=min(2, counts.numel()))
     n1 = int(top2.values[0])
     n2 = int(top2.values[1]) if counts.numel() > 1 else 0
     top = int(top2.indices[0])
     p_value = bounds.binomial_test_pvalue(n1, n1 + n2)
+    reason = nonfinite_reason(log.nonfinite, n)
+    if reason is not None:
+        extra = {**extra, "abstain_reason": reason}
     return Prediction(
-        prediction=top if p_value <= alpha else ABSTAIN,
+        prediction=top if p_value <= alpha and reason is None else ABSTAIN,
         counts={"n1": n1, "n2": n2},
         p_value=p_value,
         n=n,
@@ -289,5 +272,6 @@ __all__ = [
     "check_input",
     "decide",
     "describe",
+    "nonfinite_reason",
     "solver_field",
 ]

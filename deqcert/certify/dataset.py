@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..errors import DataError, OptionError
 from ..protocols import ABSTAIN, Certificate, Certifier, EquilibriumModel, Prediction
-from .base import check_input
+from .inputs import check_input, model_device
 from .streams import noise_generator, noise_seed
 
 __all__ = ["certify_dataset", "noise_generator", "noise_seed"]
@@ -62,7 +62,7 @@ def certify_dataset(
     """
     if mode not in ("certify", "predict"):
         raise OptionError(f"unknown mode {mode!r}. Accepted modes: certify, predict")
-    dev = torch.device(device) if device is not None else _model_device(model)
+    dev = torch.device(device) if device is not None else model_device(model)
     return _records(certifier, model, dataset, indices, seed, dev, mode)
 
 
@@ -89,14 +89,6 @@ def _records(
             )
 
 
-def _model_device(model: Any) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU if it has none)."""
-    tensors = (
-        list(model.parameters()) + list(model.buffers()) if hasattr(model, "parameters") else []
-    )
-    return tensors[0].device if tensors else torch.device("cpu")
-
-
 def _load(dataset: Any, index: int, model: Any) -> tuple[Tensor, int]:
     """``(x, label)`` at ``index``, checked: finite float tensor of the model's input shape."""
     try:
@@ -111,7 +103,7 @@ def _load(dataset: Any, index: int, model: Any) -> tuple[Tensor, int]:
             f"dataset index {index}: expected an (x, label) pair, got {type(item).__name__}"
         )
     x, label = item
-    check_input(model, x, where=f"dataset index {index}", ndim=3)
+    check_input(model, x, where=f"dataset index {index}", ndim=3, check_device=False)
     return x, int(label)
 
 

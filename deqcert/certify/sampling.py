@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..protocols import EquilibriumModel, FixedPointSolver, NoiseSampler, SolverResult
+from ..protocols import ABSTAIN, EquilibriumModel, FixedPointSolver, NoiseSampler, SolverResult
 from ..solvers.rowwise import RowwiseMap, row_evaluations
 
 
@@ -75,12 +75,24 @@ def solve_injected(
     """
     start = model.init_state(u) if z0 is None else z0
     result = solver.solve(RowwiseMap(model.f, u), start)
-    return model.readout(result.z).argmax(dim=1), result
+    return votes(model.readout(result.z), result.z), result
+
+
+def votes(logits: Tensor, z: Tensor) -> Tensor:
+    """``(B,)`` top classes of ``logits``, ``ABSTAIN`` (-1) where logits or state are not finite.
+
+    ``argmax`` of NaN logits is class 0, so a sample whose logits or fixed-point
+    state hold NaN or Inf must never be read as a class: it is no vote (the
+    certifiers then abstain, see :func:`~deqcert.certify.base.nonfinite_reason`).
+    """
+    batch = logits.shape[0]
+    finite = torch.isfinite(logits).all(dim=1) & torch.isfinite(z.reshape(batch, -1)).all(dim=1)
+    return torch.where(finite, logits.argmax(dim=1), ABSTAIN)
 
 
 def class_counts(predictions: Tensor, num_classes: int) -> Tensor:
-    """``(num_classes,)`` counts of each class among ``predictions``."""
-    return torch.bincount(predictions, minlength=num_classes)
+    """``(num_classes,)`` counts of each class among ``predictions`` (``ABSTAIN`` not counted)."""
+    return torch.bincount(predictions + 1, minlength=num_classes + 1)[1:]
 
 
 @dataclass
@@ -98,12 +110,16 @@ class SolveLog:
     nfe: int = 0
     _unconverged: Tensor | int = field(default=0, repr=False)
     _residuals: list[Tensor] = field(default_factory=list, repr=False)
+    _nonfinite: Tensor | int = field(default=0, repr=False)
 
-    def add(self, result: SolverResult, batch: int) -> None:
+    def add(self, result: SolverResult, batch: int, predictions: Tensor | None = None) -> None:
+        """Count one solved batch; ``predictions`` (from :func:`votes`) count non-finite ones."""
         self.samples += batch
         self.nfe += row_evaluations(result, batch)
         self._unconverged = self._unconverged + (~result.converged).sum()
         self._residuals.append(result.residual.detach().reshape(-1)[:batch])
+        if predictions is not None:
+            self._nonfinite = self._nonfinite + (predictions == ABSTAIN).sum()
 
     @classmethod
     def merged(cls, *logs: SolveLog) -> SolveLog:
@@ -114,7 +130,13 @@ class SolveLog:
             out.nfe += log.nfe
             out._unconverged = out._unconverged + log._unconverged
             out._residuals += log._residuals
+            out._nonfinite = out._nonfinite + log._nonfinite
         return out
+
+    @property
+    def nonfinite(self) -> int:
+        """Solves whose logits or state were not finite (no vote)."""
+        return int(self._nonfinite)
 
     @property
     def unconverged(self) -> int:

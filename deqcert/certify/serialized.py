@@ -57,6 +57,7 @@ from .base import (
     build_certificate,
     check_call,
     describe,
+    nonfinite_reason,
     solver_field,
 )
 from .chains import advance_chains, anchor_state, chain_starts
@@ -174,7 +175,7 @@ class _ReferenceSolves:
         self.pending = [rest] if rest.shape[0] else []
         self.rows = rest.shape[0]
         predictions, result = solve_injected(self.model, self.solver, batch)
-        self.log.add(result, size)
+        self.log.add(result, size, predictions)
         self.predictions.append(predictions)
 
 
@@ -205,7 +206,9 @@ class SerializedCertifier(Configurable):
         Abstains (prediction -1, radius 0) unless the configured bound gives
         ``p_lower > 1/2``; otherwise the radius is ``noise.radius(p_lower)``.
         With ``bound='sound'`` the certificate holds with probability at least
-        ``1 - alpha`` whatever the chains do.
+        ``1 - alpha`` whatever the chains do.  A solve (chain or reference) with
+        non-finite logits or state is no vote, and the certificate then abstains
+        with ``extra['abstain_reason']``.
         """
         start = time.perf_counter()
         check_call(model, x, generator)
@@ -228,6 +231,7 @@ class SerializedCertifier(Configurable):
         p_lower, details = named.p_lower, named.details
         counts.update({k: v for k, v in details.items() if isinstance(v, int)})
         serial_log = SolveLog.merged(logs["chains"], logs["warmup"])
+        noisy = SolveLog.merged(serial_log, logs["reference"])  # the anchor is no noisy solve
         return build_certificate(
             o,
             candidate=candidate,
@@ -242,6 +246,7 @@ class SerializedCertifier(Configurable):
             unconverged_fraction=logs["reference"].unconverged_fraction,
             p_cap=self._cap(),
             health=chain_health(logs["reference"], serial_log),
+            abstain_reason=nonfinite_reason(noisy.nonfinite, noisy.samples),
             extra={
                 "bound_note": BOUND_NOTES[o.bound],
                 "chain_start": o.chain_start,
@@ -329,11 +334,11 @@ class SerializedCertifier(Configurable):
             u = model.inject(noisy_batch(x, o.noise, size, generator))
             if chains is None:
                 y_m, result = solve_injected(model, o.warmup_solver, u)
-                logs["warmup"].add(result, size)
+                logs["warmup"].add(result, size, y_m)
                 chains = result.z
             else:
                 y_m, result = solve_injected(model, o.solver, u, chain_starts(chains, size))
-                logs["chains"].add(result, size)
+                logs["chains"].add(result, size, y_m)
                 chains = advance_chains(chains, result.z)
             predictions.append(y_m)
             if reference is not None and subset is not None:

@@ -28,6 +28,7 @@ from .base import (
     build_certificate,
     check_call,
     describe,
+    nonfinite_reason,
 )
 from .sampling import SolveLog, batch_sizes, class_counts, evaluating, noisy_batch, solve_batch
 
@@ -50,7 +51,8 @@ class VanillaCertifier(Configurable):
 
         Abstains (prediction -1, radius 0) unless the one-sided Clopper-Pearson
         lower bound ``p_lower`` exceeds 1/2; otherwise the radius is
-        ``noise.radius(p_lower)``.
+        ``noise.radius(p_lower)``.  A sample with non-finite logits or state is
+        no vote, and the certificate then abstains with ``extra['abstain_reason']``.
         """
         start = time.perf_counter()
         o = self.options
@@ -68,6 +70,7 @@ class VanillaCertifier(Configurable):
             started=start,
             unconverged_fraction=log.unconverged_fraction,
             health={"reference_unconverged": log.unconverged_fraction},
+            abstain_reason=nonfinite_reason(log.nonfinite, log.samples),
             extra={
                 "selection_counts": selection.tolist(),
                 "estimation_counts": estimation.tolist(),
@@ -122,5 +125,5 @@ class VanillaCertifier(Configurable):
             xb = noisy_batch(x, o.noise, size, generator)
             predictions, result = solve_batch(model, o.solver, xb)
             counts += class_counts(predictions, model.num_classes)
-            log.add(result, size)
+            log.add(result, size, predictions)
         return counts

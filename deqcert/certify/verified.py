@@ -34,7 +34,14 @@ from ..options import Configurable
 from ..protocols import ABSTAIN, Certificate, EquilibriumModel, Prediction
 from ..specs import OptionalSolverOption, SolverOption
 from . import bounds
-from .base import SmoothingOptions, build_certificate, check_call, describe, solver_field
+from .base import (
+    SmoothingOptions,
+    build_certificate,
+    check_call,
+    describe,
+    nonfinite_reason,
+    solver_field,
+)
 from .chains import advance_chains, anchor_state, chain_starts
 from .sampling import batch_sizes, evaluating, noisy_batch
 from .verifier import (
@@ -134,7 +141,8 @@ class VerifiedCertifier(Configurable):
         Abstains (prediction -1, radius 0) unless the Clopper-Pearson lower
         bound on the verified votes for ``A`` exceeds 1/2; undecided samples
         count against ``A``.  Valid with probability ``>= 1 - alpha`` for the
-        smoothed ``h_exact``.
+        smoothed ``h_exact``.  A sample with a non-finite state or logits is no
+        vote, and the certificate then abstains with ``extra['abstain_reason']``.
         """
         start = time.perf_counter()
         check_call(model, x, generator)
@@ -173,6 +181,9 @@ class VerifiedCertifier(Configurable):
             nfe=selection_log.nfe + estimation_log.nfe + anchor_nfe,
             started=start,
             unconverged_fraction=undecided / total,
+            abstain_reason=nonfinite_reason(
+                selection_log.nonfinite + estimation_log.nonfinite, total
+            ),
             extra={
                 "certified_classifier": CERTIFIED_CLASSIFIER,
                 "lipschitz": verifier.lipschitz,
@@ -226,8 +237,9 @@ class VerifiedCertifier(Configurable):
         n1 = int(top2.values[0])
         n2 = (int(top2.values[1]) if counts.numel() > 1 else 0) + log.undecided
         p_value = bounds.binomial_test_pvalue(n1, n1 + n2)
+        reason = nonfinite_reason(log.nonfinite, o.n)
         return Prediction(
-            prediction=top if n1 > n2 and p_value <= o.alpha else ABSTAIN,
+            prediction=top if n1 > n2 and p_value <= o.alpha and reason is None else ABSTAIN,
             counts={"n1": n1, "n2": n2, "undecided": log.undecided},
             p_value=p_value,
             n=o.n,
@@ -241,6 +253,7 @@ class VerifiedCertifier(Configurable):
                 "certified_classifier": CERTIFIED_CLASSIFIER,
                 "extra_steps": log.extra_steps,
                 "unconverged_fraction": log.undecided / o.n,
+                **({"abstain_reason": reason} if reason else {}),
             },
         )
 

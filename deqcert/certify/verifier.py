@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DeqcertError
+from ..models.check import check_weights
 from ..models.contractive import ContractiveModel
 from ..protocols import ABSTAIN, FixedPointSolver, solve_with
 
@@ -61,9 +62,18 @@ class Verifier:
                 "deqcert.models.contractive.ContractiveModel); use a contractive-* model, "
                 "the vanilla or serialized certifier, or fallback='vanilla'"
             )
+        check_weights(model)  # NaN weights would fail inside the bound (LinAlgError)
         with torch.no_grad():
             exact = copy.deepcopy(model).to(torch.float64).eval()
-            bound = exact.contraction_bound()
+            try:
+                bound = exact.contraction_bound()
+            except torch.linalg.LinAlgError as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise NotContractiveError(
+                    f"verified: the contraction bound of model '{name}' could not be "
+                    f"computed ({first}); use the vanilla or serialized certifier, or "
+                    "fallback='vanilla'"
+                ) from None
         lip = float(bound.lipschitz)
         if bound.norm != "l2" or not 0.0 <= lip < 1.0:
             raise NotContractiveError(
@@ -86,6 +96,14 @@ class Verifier:
         point provably predicts ``top``; ``(B,)`` the top class of ``y``; and
         ``y = f(z, u)`` in float64, the point that was checked.
         """
+        verified, top, y, _ = self.examine(z, u64)
+        return verified, top, y
+
+    def examine(self, z: Tensor, u64: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`check`, plus ``(B,)`` whether the checked point and its logits are finite.
+
+        A sample that is not finite is never verified (it is no vote).
+        """
         z64 = z.to(torch.float64)
         y = self.model.f(z64, u64)
         logits = self.model.readout(y)
@@ -106,8 +124,13 @@ class Verifier:
         beats = (margin > needed) | (
             torch.arange(logits.shape[1], device=top.device) == top[:, None]
         )
-        verified = beats.all(dim=1) & torch.isfinite(logits).all(dim=1) & torch.isfinite(distance)
-        return verified, top, y
+        finite = (
+            torch.isfinite(logits).all(dim=1)
+            & torch.isfinite(distance)
+            & torch.isfinite(y.reshape(batch, -1)).all(dim=1)
+        )
+        verified = beats.all(dim=1) & finite
+        return verified, top, y, finite
 
 
 @dataclass
@@ -119,6 +142,8 @@ class StageLog:
     extra_steps: int = 0
     nfe_solver: int = 0
     nfe_check: int = 0
+    nonfinite: int = 0
+    """Samples dropped because their state or logits were not finite (also undecided)."""
 
     @property
     def nfe(self) -> int:
@@ -169,14 +194,17 @@ def verified_votes(
             z_active = result.z
             spent += int(result.nfe)
             log.nfe_solver += int(result.nfe) * active.numel()
-        verified, top, y = verifier.check(z_active, u64[active])
+        verified, top, y, finite = verifier.examine(z_active, u64[active])
         spent += 1
         log.nfe_check += active.numel()
         rounds[active] += 1
         z[active] = y.to(z.dtype)
         done = active[verified]
         votes[done] = top[verified]
-        active = active[~verified]
+        broken = int((~finite).sum())  # never verified, and no further step can fix NaN
+        log.nonfinite += broken
+        log.undecided += broken
+        active = active[~verified & finite]
     log.samples += batch
     log.undecided += int(active.numel())
     log.extra_steps += int(((rounds > 1) & (votes >= 0)).sum())

@@ -12,11 +12,14 @@ all call it before any work.  :func:`prepare_model` runs the model's optional
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from ..errors import DeqcertError
+from ..options import short_repr
 
 MEMBERS: dict[str, str] = {
     "num_classes": "int >= 2, the number of logits readout returns",
@@ -47,7 +50,8 @@ def protocol_problems(model: Any) -> list[str]:
     if not hasattr(model, "num_classes"):
         problems.append(f"missing num_classes ({MEMBERS['num_classes']})")
     elif isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
-        problems.append(f"num_classes is {_short(classes)}, must be {MEMBERS['num_classes']}")
+        given = short_repr(classes, 30)
+        problems.append(f"num_classes is {given}, must be {MEMBERS['num_classes']}")
     for name in ("inject", "init_state", "f", "readout", "forward"):
         member = getattr(model, name, None)
         if member is None or _unimplemented(member):
@@ -77,11 +81,43 @@ def check_model(model: Any, *, purpose: str = "certify") -> None:
 
 
 def prepare_model(model: Any, *, purpose: str = "certify") -> None:
-    """:func:`check_model`, then the model's ``before_certificate()`` hook if it has one."""
+    """:func:`check_model`, the model's ``before_certificate()`` hook if it has one, then
+    :func:`check_weights` (the hook may recompute weights, e.g. a weight-norm reset)."""
     check_model(model, purpose=purpose)
     hook = getattr(model, "before_certificate", None)
     if callable(hook):
         hook()
+    check_weights(model, purpose=purpose)
+
+
+class NonFiniteWeightsError(DeqcertError, ValueError):
+    """A model to certify holds NaN or infinite weights."""
+
+
+def first_nonfinite(named: Iterable[tuple[str, Tensor]]) -> tuple[str, int] | None:
+    """``(name, count)`` of the first floating-point tensor with NaN/Inf values, else None."""
+    for name, tensor in named:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name, int((~torch.isfinite(tensor)).sum())
+    return None
+
+
+def check_weights(model: Any, *, purpose: str = "certify") -> None:
+    """Raise :class:`NonFiniteWeightsError` (one line) if a parameter or buffer is not finite.
+
+    A NaN weight makes every logit NaN, and ``argmax`` of NaN logits is class 0:
+    such a model is refused before any work rather than certified.
+    """
+    if not hasattr(model, "named_parameters"):
+        return
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    bad = first_nonfinite(tensors)
+    if bad is not None:
+        name, count = bad
+        raise NonFiniteWeightsError(
+            f"cannot {purpose} {type(model).__name__}: weight {short_repr(name)} holds "
+            f"{count} NaN or infinite value(s); the weights of a model must be finite"
+        )
 
 
 def _unimplemented(member: Any) -> bool:
@@ -103,8 +139,3 @@ def _accepts(member: Any, positional: int, *, solver: bool = False) -> bool:
     except TypeError:
         return False
     return True
-
-
-def _short(value: Any, limit: int = 30) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -24,6 +24,7 @@ from ..checkpoint import OpenedCheckpoint, open_checkpoint
 from ..data.selection import select_indices
 from ..errors import DataError, DeqcertError, DeqcertWarning
 from ..models.check import check_model as check_protocol
+from ..models.check import check_weights
 from ..notes import unconverged_warning
 from ..protocols import ModelCheckingCertifier
 from ..results import ResultsWriter, infer_format, to_jsonable
@@ -79,10 +80,12 @@ class CertifyPipeline:
 
     # -- validation ----------------------------------------------------------
     def validate_inputs(self, indices: Sequence[int] | None = None) -> None:
-        """Check every input (:func:`~deqcert.certify.base.check_input`), then the model.
+        """Check every input (:func:`~deqcert.certify.inputs.check_input`), then the model.
 
         Each input must be a finite ``(C, H, W)`` float tensor of the model's
-        shape with a label the model knows; a certifier that can check a model
+        shape, dtype and input range with a label the model knows (see
+        :mod:`~deqcert.certify.inputs`) and the model's weights finite; a
+        certifier that can check a model
         (:class:`~deqcert.protocols.ModelCheckingCertifier`, e.g. ``verified``)
         then checks it, and one clean forward pass must succeed.
         """
@@ -90,7 +93,8 @@ class CertifyPipeline:
         for index in indices:
             x, label = self.dataset[index]
             where = f"input {index} of dataset '{self.config.dataset.name}'"
-            check_input(self.model, x, label=label, where=where, ndim=3)
+            check_input(self.model, x, label=label, where=where, ndim=3, check_device=False)
+        check_weights(self.model)
         if isinstance(self.certifier, ModelCheckingCertifier):
             self.certifier.check_model(self.model)
         if indices:
