@@ -93,9 +93,7 @@ class _BroydenUpdate(UpdateRule):
             coef = torch.empty_like(coef).index_copy_(1, order, coef)
         step = torch.baddbmm(g.unsqueeze(1), coef.to(g.dtype).unsqueeze(1), p_buf, alpha=-1)
         step = step.squeeze(1)  # -H g = g - P coef
-        finite = finite_rows(step)
-        if not bool(finite.all()):
-            step = torch.where(finite.unsqueeze(1), step, g)
+        step = torch.where(finite_rows(step).unsqueeze(1), step, g)  # masked: no host read
         self.prev_g, self.prev_step = g, step
         return z + step
 

@@ -48,6 +48,7 @@ from torch import Tensor
 from ..options import ComponentOptions
 from ..protocols import SolverResult
 from ._linalg import flat_norm
+from ._progress import Progress
 from ._workspace import Workspace
 from .rowwise import RowwiseMap
 
@@ -87,6 +88,12 @@ class IterationResult(SolverResult):
     """
 
     evaluations: int = -1
+    settled: bool = False
+    """True when the loop knows, without reading the device, that every sample converged.
+
+    Always exact on the CPU; on CUDA False may also mean "not known yet"
+    (the host's view lags, see :mod:`deqcert.solvers._progress`).
+    """
 
 
 def residual(g: Tensor, fz: Tensor, stop_mode: str) -> Tensor:
@@ -163,12 +170,14 @@ def iterate(
         and update.compactable
     )
     z = z0.reshape(batch, -1)
+    # the host's view of how many working rows are finished (exact on the CPU,
+    # a step or two late on CUDA: see _progress); done itself stays on the device
+    progress = Progress(device)
     if frozen is None:
         done = torch.zeros(batch, dtype=torch.bool, device=device)
     else:
         done = frozen.to(device=device, dtype=torch.bool).clone()
-    done_idx = done.nonzero().squeeze(1)  # rows whose state is final
-    n_done = done_idx.numel()
+        progress.push(done.sum())
     steps = torch.zeros(batch, dtype=torch.long, device=device)
     res = torch.full((batch,), math.inf, dtype=z.dtype, device=device)
     nfe = evaluations = 0
@@ -177,17 +186,20 @@ def iterate(
     out: _Compacted | None = None
     for k in range(budget):
         width = z.shape[0]
+        n_done = progress.known()
         if n_done == width:
             break
         if compact and n_done >= COMPACT_SHARE * width:
-            keep = (~done).nonzero().squeeze(1)
+            # the unfinished rows first, in order (a stable sort: no host read); with
+            # a late count a few finished rows stay in the working set, still frozen
+            keep = torch.argsort(done.to(torch.uint8), stable=True)[: width - n_done]
             if out is None:
                 out = _Compacted(z, steps, res, done, keep)
             else:
                 out.drop(z, steps, res, done, keep)
-            z, steps, res = z.index_select(0, keep), steps[keep], res[keep]
-            done = torch.zeros(keep.numel(), dtype=torch.bool, device=device)
-            done_idx, n_done, width = keep[:0], 0, keep.numel()
+            z, steps, res = z.index_select(0, keep), steps.index_select(0, keep), res.index_select(0, keep)
+            done, width = done.index_select(0, keep), width - n_done
+            progress.reset()
             f = f.restrict(keep)  # type: ignore[attr-defined]
             update.restrict(keep)
         fz = f(z.view(width, *shape[1:])).reshape(width, -1)
@@ -201,25 +213,17 @@ def iterate(
         active = ~done
         steps += active
         res = torch.where(active, r, res)
-        newly = active & (r <= tol)
-        new_idx = newly.nonzero().squeeze(1)
-        if new_idx.numel() == width - n_done:  # everyone is done: no update needed
-            z = z.index_copy(0, new_idx, fz.index_select(0, new_idx))
-            done |= newly
+        newly = (active & (r <= tol)).unsqueeze(1)
+        finished = done | newly.squeeze(1)
+        progress.push(finished.sum())
+        if progress.known() == width:  # everyone is done: no update needed
+            z = torch.where(newly, fz, z)
+            done = finished
             break
-        z_next = update(k, z, fz, g)
-        if n_done or new_idx.numel():
-            # frozen rows keep their state and the newly converged take f(z);
-            # copy if z_next shares memory with f's output or the iterate (not ours)
-            if _shares_memory(z_next, fz, z):
-                z_next = z_next.clone()
-            z_next.index_copy_(0, done_idx, z.index_select(0, done_idx))
-            z_next.index_copy_(0, new_idx, fz.index_select(0, new_idx))
-            if new_idx.numel():
-                done |= newly
-                done_idx = done.nonzero().squeeze(1)
-                n_done = done_idx.numel()
-        z = z_next
+        # frozen rows keep their state, the newly converged take f(z), the rest the update
+        z = torch.where(done.unsqueeze(1), z, torch.where(newly, fz, update(k, z, fz, g)))
+        done = finished
+    settled = progress.known() == z.shape[0]  # dropped rows are all finished
     if out is not None:
         z, steps, res, done = out.finish(z, steps, res, done)
     return IterationResult(
@@ -229,13 +233,8 @@ def iterate(
         steps=steps,
         converged=done,
         evaluations=evaluations,
+        settled=settled,
     )
-
-
-def _shares_memory(x: Tensor, *others: Tensor) -> bool:
-    """Whether ``x`` lives in the storage of any of ``others``."""
-    ptr = x.untyped_storage().data_ptr()
-    return any(ptr == other.untyped_storage().data_ptr() for other in others)
 
 
 class _Compacted:
@@ -250,7 +249,7 @@ class _Compacted:
     def drop(self, z: Tensor, steps: Tensor, res: Tensor, done: Tensor, keep: Tensor) -> None:
         """Record the working rows' current values, then keep working on rows ``keep``."""
         self._store(z, steps, res, done)
-        self.rows = self.rows[keep]
+        self.rows = self.rows.index_select(0, keep)
 
     def finish(
         self, z: Tensor, steps: Tensor, res: Tensor, done: Tensor
