@@ -50,19 +50,17 @@ class Progress:
         if not self.cuda:  # already copied
             self._known = max(self._known, int(self._values[slot]))
             return
-        event = torch.cuda.Event()
-        event.record()
-        self._pending.append((event, slot))
+        self._pending.append((self._record(), slot))
 
     def known(self) -> int:
         """The newest count that has reached the host (a lower bound of the current one)."""
         while self._pending:
             event, slot = self._pending[0]
-            if len(self._pending) > LAG:
+            if not event.query():
+                if len(self._pending) <= LAG:
+                    break
                 syncs.note("lagged wait: solver progress")
                 event.synchronize()
-            elif not event.query():
-                break
             self._pending.popleft()
             self._known = max(self._known, int(self._values[slot]))
         return self._known
@@ -72,13 +70,21 @@ class Progress:
 
         Counts still in flight land in the old buffer, never in the fresh one.
         """
-        slots = LAG + 2  # one more than can be in flight: a slot is free when reused
-        if self.cuda:
-            self._host = torch.zeros(slots, dtype=torch.long, pin_memory=True)
-            self._values = self._host.numpy()
-        else:
-            self._values = np.zeros(slots, dtype=np.int64)
-            self._host = torch.from_numpy(self._values)
+        self._host, self._values = self._buffer(LAG + 2)  # a slot is free when reused
         self._pushed = 0
         self._pending.clear()
         self._known = 0
+
+    def _buffer(self, slots: int) -> tuple[Tensor, np.ndarray]:
+        """Host memory for the counts: a tensor to copy into and a numpy view to read."""
+        if self.cuda:  # pinned: the device-to-host copy does not block
+            host = torch.zeros(slots, dtype=torch.long, pin_memory=True)
+            return host, host.numpy()
+        values = np.zeros(slots, dtype=np.int64)
+        return torch.from_numpy(values), values
+
+    def _record(self) -> Any:
+        """A CUDA event on the current stream, after the copy just queued."""
+        event = torch.cuda.Event()
+        event.record()
+        return event
