@@ -3,9 +3,12 @@
 Code on the sample path calls :func:`note` at each place it deliberately
 waits for a device value (see :mod:`deqcert.solvers._progress`, "lagged
 wait", and the fallbacks for solvers that do not report their progress).
-:func:`recording` collects the notes of a block.  On the CPU nothing blocks,
-but the notes are made all the same, so the CPU tests see the places a CUDA
-run would wait at.
+:func:`recording` collects the notes of a block.  The lagged waits happen on
+CUDA only (on the CPU the solver's progress is known at once); the fallback
+notes are made on every device, so the CPU tests see them.  Blocking reads of
+device values through torch (``.item()``, ``nonzero``, ...) are not noted here:
+the sample loop makes none (``tests/test_syncfree.py`` checks this on the CPU,
+``tests/test_cuda.py`` on a GPU).
 """
 
 from __future__ import annotations

@@ -235,7 +235,8 @@ def test_serialized_sample_loop_reads_nothing(
     with evaluating(model):
         first = certifier._anchor(model, x, logs) if start == "anchor" else None
         subset = certifier._reference_subset(gen)
-        reference = _ReferenceSolves(model, certifier.options.reference_solver, 50, logs["reference"])
+        o = certifier.options
+        reference = _ReferenceSolves(model, o.reference_solver, 50, logs["reference"])
         with host_reads() as found:
             serial, _ = certifier._run_chains(model, x, 120, gen, first, logs, subset, reference)
             y_g = reference.finish()

@@ -43,7 +43,6 @@ import time
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor

@@ -337,4 +337,3 @@ class VerifiedCertifier(Configurable):
         if o.chain_start == "anchor":
             out["reference_solver"] = describe(o.reference_solver)
         return out
-

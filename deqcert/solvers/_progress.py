@@ -40,6 +40,7 @@ class Progress:
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
         self._pending: deque[tuple[Any, int]] = deque()
+        self._known = 0
         self.reset()
 
     def push(self, count: Tensor) -> None:

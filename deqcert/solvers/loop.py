@@ -22,12 +22,20 @@ Semantics (identical for every solver built on :func:`iterate`):
 * ``steps`` counts the evaluations each sample took part in until it
   converged; the loop stops once every sample has converged.
 
+**No host reads.**  Freezing is masked on the device; the loop's decisions
+(stop, compact) use :class:`~deqcert.solvers._progress.Progress`, the host's
+view of the number of finished rows: exact on the CPU, so the loop stops after
+exactly the evaluations described above; on CUDA a step or two late, so the
+loop may evaluate ``f`` up to about two more times (counted in NFE) with every
+sample's state, steps and residual unchanged.
+
 **Compaction** (option ``compact``, on by default).  Frozen samples still cost a row of
 every batched evaluation of ``f``.  When ``f`` is a :class:`RowwiseMap` (its
 rows do not interact, e.g. a DEQ in eval mode closed over its injection ``u``)
 and the update rule supports it, the loop drops finished rows from the working
-set once a quarter of it has converged (:data:`COMPACT_SHARE`): ``f`` and the
-update then run on the unfinished rows only.  The results are the same as
+set once the host knows a quarter of it has converged (:data:`COMPACT_SHARE`):
+``f`` and the update then run on the unfinished rows only (with a late count,
+also on a few finished rows, which stay frozen).  The results are the same as
 without compaction (up to floating-point differences between batch sizes); NFE
 still counts calls of ``f``, and :attr:`IterationResult.evaluations` counts
 the rows actually evaluated.  Any other callable is evaluated on the whole
@@ -197,8 +205,9 @@ def iterate(
                 out = _Compacted(z, steps, res, done, keep)
             else:
                 out.drop(z, steps, res, done, keep)
-            z, steps, res = z.index_select(0, keep), steps.index_select(0, keep), res.index_select(0, keep)
-            done, width = done.index_select(0, keep), width - n_done
+            z, steps = z.index_select(0, keep), steps.index_select(0, keep)
+            res, done = res.index_select(0, keep), done.index_select(0, keep)
+            width -= n_done
             progress.reset()
             f = f.restrict(keep)  # type: ignore[attr-defined]
             update.restrict(keep)
