@@ -66,6 +66,11 @@ class Progress:
             self._known = max(self._known, int(self._values[slot]))
         return self._known
 
+    def none_finished(self) -> bool:
+        """True only where the count is exact (the CPU) and no row is finished: a
+        shortcut for masks that would change nothing.  Never True on CUDA."""
+        return not self.cuda and self._known == 0
+
     def reset(self) -> None:
         """Forget every count: the working set changed (what is in flight counts old rows).
 

@@ -93,7 +93,8 @@ class _BroydenUpdate(UpdateRule):
             coef = torch.empty_like(coef).index_copy_(1, order, coef)
         step = torch.baddbmm(g.unsqueeze(1), coef.to(g.dtype).unsqueeze(1), p_buf, alpha=-1)
         step = step.squeeze(1)  # -H g = g - P coef
-        step = torch.where(finite_rows(step).unsqueeze(1), step, g)  # masked: no host read
+        out = None if step.requires_grad else step  # masked (no host read), in place
+        step = torch.where(finite_rows(step).unsqueeze(1), step, g, out=out)
         self.prev_g, self.prev_step = g, step
         return z + step
 

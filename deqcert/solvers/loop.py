@@ -229,9 +229,10 @@ def iterate(
             z = torch.where(newly, fz, z)
             done = finished
             break
-        # frozen rows keep their state, the newly converged take f(z), the rest the update
-        z = torch.where(done.unsqueeze(1), z, torch.where(newly, fz, update(k, z, fz, g)))
-        done = finished
+        z_next = update(k, z, fz, g)
+        if not progress.none_finished():  # (exact on the CPU only: on CUDA always masked)
+            z_next = _freeze(z_next, z, fz, done.unsqueeze(1), newly)
+        z, done = z_next, finished
     settled = progress.known() == z.shape[0]  # dropped rows are all finished
     if out is not None:
         z, steps, res, done = out.finish(z, steps, res, done)
@@ -244,6 +245,27 @@ def iterate(
         evaluations=evaluations,
         settled=settled,
     )
+
+
+def _freeze(z_next: Tensor, z: Tensor, fz: Tensor, done: Tensor, newly: Tensor) -> Tensor:
+    """``z_next`` where frozen rows (``done``) keep ``z`` and newly converged ones take ``fz``.
+
+    Masked on the device (no host read).  In place when ``z_next`` is the rule's own
+    tensor (a fresh tensor per step costs more than the masking itself on the CPU);
+    ``f``'s output and the iterate are not ours to modify.
+    """
+    if z_next is fz:  # a plain step: newly converged rows already hold f(z)
+        return torch.where(done, z, fz)
+    if z_next.requires_grad or _shares_memory(z_next, fz, z):
+        return torch.where(done, z, torch.where(newly, fz, z_next))
+    torch.where(newly, fz, z_next, out=z_next)
+    return torch.where(done, z, z_next, out=z_next)
+
+
+def _shares_memory(x: Tensor, *others: Tensor) -> bool:
+    """Whether ``x`` lives in the storage of any of ``others``."""
+    ptr = x.untyped_storage().data_ptr()
+    return any(ptr == other.untyped_storage().data_ptr() for other in others)
 
 
 class _Compacted:
