@@ -7,6 +7,10 @@ any device, so the CPU run shows each place where a CUDA run would synchronise.
 The solver loop's own view of its progress (``deqcert.solvers._progress``) is read
 through numpy, as on CUDA through pinned memory, and is not a device read; its
 lagged form is simulated here with events that complete late.
+
+Where reading values is free (the CPU) the solvers index the rows to freeze instead
+of masking them (``_progress.SHORTCUTS``); these tests turn that off to run the CUDA
+path, and check that both paths give the same results.
 """
 
 from __future__ import annotations
@@ -26,6 +30,13 @@ from deqcert.checkpoint import default_checkpoint
 from deqcert.data.sample import MnistSample
 from deqcert.solvers import _progress, loop
 from deqcert.solvers.rowwise import RowwiseMap
+
+
+@pytest.fixture(autouse=True)
+def cuda_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the solvers' CUDA path (masks, no reads) on the CPU."""
+    monkeypatch.setattr(_progress, "SHORTCUTS", False)
+
 
 READS = {
     "item", "__bool__", "__int__", "__float__", "__index__", "__format__", "tolist", "numpy",
@@ -122,6 +133,26 @@ def test_solves_read_nothing_from_the_device(name: str, compact: bool) -> None:
         assert 10 < result.nfe < 60 and bool(result.converged.all())  # early stop, all rows
         if compact:  # the compaction path ran
             assert result.evaluations < result.nfe * z0.shape[0]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("compact", [True, False])
+@pytest.mark.parametrize("name", list(SOLVERS))
+def test_the_cpu_shortcuts_change_nothing(
+    name: str, compact: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CPU's indexed freezing and skipped fallback give what the CUDA path's masks give."""
+    f, z0 = _problem()
+    frozen = torch.zeros(z0.shape[0], dtype=torch.bool)
+    frozen[[2, 7]] = True
+    solver = create_solver(name, max_iter=60, tol=1e-8, compact=compact, **SOLVERS[name])
+    masked = solver.solve(f, z0, frozen=frozen)
+    monkeypatch.setattr(_progress, "SHORTCUTS", True)
+    with host_reads() as found:
+        indexed = solver.solve(f, z0, frozen=frozen)
+    assert found  # the shortcuts do read (free on the CPU)
+    for field in ("z", "steps", "residual", "converged"):
+        assert torch.equal(getattr(indexed, field), getattr(masked, field)), field
+    assert indexed.nfe == masked.nfe
 
 
 class _LateEvent:

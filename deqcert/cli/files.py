@@ -77,4 +77,3 @@ def convert(
     from ..adapters.factory import convert as convert_state
 
     typer.echo(f"wrote {convert_state(source, target)}")
-

@@ -56,7 +56,7 @@ from torch import Tensor
 from ..options import ComponentOptions
 from ..protocols import SolverResult
 from ._linalg import flat_norm
-from ._progress import Progress
+from ._progress import Progress, reads_free
 from ._workspace import Workspace
 from .rowwise import RowwiseMap
 
@@ -181,6 +181,7 @@ def iterate(
     # the host's view of how many working rows are finished (exact on the CPU,
     # a step or two late on CUDA: see _progress); done itself stays on the device
     progress = Progress(device)
+    shortcuts = reads_free(device)
     if frozen is None:
         done = torch.zeros(batch, dtype=torch.bool, device=device)
     else:
@@ -230,9 +231,8 @@ def iterate(
             done = finished
             break
         z_next = update(k, z, fz, g)
-        if not progress.none_finished():  # (exact on the CPU only: on CUDA always masked)
-            z_next = _freeze(z_next, z, fz, done.unsqueeze(1), newly)
-        z, done = z_next, finished
+        freeze = _freeze_rows if shortcuts else _freeze
+        z, done = freeze(z_next, z, fz, done.unsqueeze(1), newly), finished
     settled = progress.known() == z.shape[0]  # dropped rows are all finished
     if out is not None:
         z, steps, res, done = out.finish(z, steps, res, done)
@@ -260,6 +260,18 @@ def _freeze(z_next: Tensor, z: Tensor, fz: Tensor, done: Tensor, newly: Tensor) 
         return torch.where(done, z, torch.where(newly, fz, z_next))
     torch.where(newly, fz, z_next, out=z_next)
     return torch.where(done, z, z_next, out=z_next)
+
+
+def _freeze_rows(z_next: Tensor, z: Tensor, fz: Tensor, done: Tensor, newly: Tensor) -> Tensor:
+    """:func:`_freeze` by indexing the rows (reads the masks: where that is free only)."""
+    rows_done, rows_new = done.squeeze(1).nonzero().squeeze(1), newly.squeeze(1).nonzero()
+    if not (rows_done.numel() or rows_new.numel()):
+        return z_next
+    if _shares_memory(z_next, fz, z):
+        z_next = z_next.clone()
+    rows_new = rows_new.squeeze(1)
+    z_next.index_copy_(0, rows_done, z.index_select(0, rows_done))
+    return z_next.index_copy_(0, rows_new, fz.index_select(0, rows_new))
 
 
 def _shares_memory(x: Tensor, *others: Tensor) -> bool:
