@@ -50,11 +50,8 @@ def _address_space_available() -> int | None:
 
 def available_bytes() -> int | None:
     """The least of free RAM, the cgroup's allowance and the address-space limit (None: unknown)."""
-    known = [
-        v
-        for v in (_meminfo_available(), _cgroup_available(), _address_space_available())
-        if v is not None
-    ]
+    known = [v for v in (_meminfo_available(), _cgroup_available(), _address_space_available())
+             if v is not None]
     return min(known) if known else None
 
 

@@ -41,11 +41,8 @@ def cap_hint(records: Iterable[Mapping[str, Any]]) -> str | None:
     serialized = bound in _SERIALIZED_BOUNDS and k is not None
     sizes = ", ".join(
         part
-        for part in (
-            f"n={n}" if n is not None else "",
-            f"K={k}" if serialized else "",
-            f"alpha={alpha}" if alpha is not None else "",
-        )
+        for part in (f"n={n}" if n is not None else "", f"K={k}" if serialized else "",
+                     f"alpha={alpha}" if alpha is not None else "")
         if part
     )
     cap = number(first.get("radius_cap"))

@@ -79,25 +79,13 @@ def figure(runs: Sequence[RunStats], radii: Sequence[float] = ()) -> Any:
             if capped:
                 label += f"; {run.capped} of {run.inputs} at the cap {run.radius_cap:.3f} (dotted)"
             (line,) = ax.step(
-                grid,
-                curve(run, grid),
-                where="post",
-                linestyle=style,
-                marker=marker,
-                markevery=(order * every // max(len(group), 1) % every, every),
-                markersize=5,
-                linewidth=1.6,
-                label=label,
+                grid, curve(run, grid), where="post", linestyle=style, marker=marker,
+                markevery=(order * every // max(len(group), 1) % every, every), markersize=5,
+                linewidth=1.6, label=label,
             )
             if capped:
-                ax.axvline(
-                    run.radius_cap,
-                    color=line.get_color(),
-                    linestyle=":",
-                    linewidth=1,
-                    alpha=0.7,
-                    label="_nolegend_",
-                )
+                ax.axvline(run.radius_cap, color=line.get_color(), linestyle=":", linewidth=1,
+                           alpha=0.7, label="_nolegend_")
             order += 1
         where = norm or "unrecorded norm"
         levels = {run.noise for run in group if run.noise}

@@ -343,11 +343,8 @@ def _norm_title(norm: str | None) -> str:
 def notes(report: Report) -> list[str]:
     """Lines to print under the table: which runs' radii are at their bound's cap, and why."""
     many = len(report.runs) > 1
-    return [
-        f"{run.label}: {run.cap_hint}" if many else run.cap_hint
-        for run in report.runs
-        if run.cap_hint
-    ]
+    return [f"{run.label}: {run.cap_hint}" if many else run.cap_hint
+            for run in report.runs if run.cap_hint]
 
 
 def to_markdown(report: Report) -> str:

@@ -22,21 +22,8 @@ MAX_HEADER_BYTES = 16 << 20
 """Largest header accepted (metadata plus tensor index): 16 MiB."""
 
 DTYPE_BYTES: dict[str, int] = {
-    "F64": 8,
-    "F32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-    "I64": 8,
-    "I32": 4,
-    "I16": 2,
-    "I8": 1,
-    "U64": 8,
-    "U32": 4,
-    "U16": 2,
-    "U8": 1,
-    "BOOL": 1,
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
 }
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
 
@@ -102,9 +89,8 @@ def read_header(path: str | os.PathLike[str]) -> Header:
     ):
         raise _unreadable(path, "__metadata__ must map strings to strings")
     data_size = size - 8 - length
-    return Header(
-        metadata, {name: _tensor(path, name, item, data_size) for name, item in parsed.items()}
-    )
+    return Header(metadata, {name: _tensor(path, name, item, data_size)
+                             for name, item in parsed.items()})
 
 
 def _tensor(path: Path, name: str, item: object, data_size: int) -> TensorInfo:

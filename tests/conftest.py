@@ -15,18 +15,8 @@ from typer.testing import CliRunner, Result
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
-FAST = [
-    "--n0",
-    "10",
-    "--n",
-    "200",
-    "--batch",
-    "50",
-    "--alpha",
-    "0.01",
-    "--set",
-    "certifier.reference_samples=40",
-]
+FAST = ["--n0", "10", "--n", "200", "--batch", "50", "--alpha", "0.01",
+        "--set", "certifier.reference_samples=40"]
 """CLI flags for a quick (statistically weak) certification of the tiny model."""
 
 

@@ -50,15 +50,8 @@ def nan_dataset() -> Any:
 
 
 def certify(checkpoint: Path | str, *extra: Any) -> list[str]:
-    return [
-        "certify",
-        "--checkpoint",
-        str(checkpoint),
-        *FAST,
-        "--out",
-        "out.jsonl",
-        *map(str, extra),
-    ]
+    return ["certify", "--checkpoint", str(checkpoint), *FAST, "--out", "out.jsonl",
+            *map(str, extra)]
 
 
 def _write(path: Path, data: str | bytes) -> Path:
@@ -136,12 +129,8 @@ def _read_only_dir(tmp: Path) -> Path:
 
 
 def resume_other_run(tmp: Path, ckpt: Path) -> list[str]:
-    header = {
-        "type": "header",
-        "config": {"n": 5},
-        "checkpoint": {"sha256": "0"},
-        "dataset": {"length": 1},
-    }
+    header = {"type": "header", "config": {"n": 5}, "checkpoint": {"sha256": "0"},
+              "dataset": {"length": 1}}
     _write(tmp / "out.jsonl", json.dumps(header) + "\n")
     return certify(ckpt)
 
@@ -166,8 +155,7 @@ CASES: dict[str, tuple[Setup, str]] = {
     "n0 zero": (flags("--n0", "0"), "n0"),
     "n zero": (flags("--n", "0"), "'n'"),
     "reference samples above n": (
-        flags("--set", "certifier.reference_samples=500"),
-        "reference_samples",
+        flags("--set", "certifier.reference_samples=500"), "reference_samples"
     ),
     "malformed TOML config": (config_file("n = [1,\n"), "malformed"),
     "malformed YAML config": (config_file("n: [1, 2\nalpha: :\n", ".yaml"), "malformed"),
@@ -178,10 +166,8 @@ CASES: dict[str, tuple[Setup, str]] = {
     "malformed indices": (flags("--indices", "3-x"), "indices"),
     "empty selection": (config_file("indices = []\n"), "empty selection"),
     "bad shard": (flags("--shard", "3/3"), "shard"),
-    "output directory missing": (
-        out_path(lambda t: t / "no" / "such" / "out.jsonl"),
-        "does not exist",
-    ),
+    "output directory missing": (out_path(lambda t: t / "no" / "such" / "out.jsonl"),
+                                 "does not exist"),
     "output parent is a file": (out_path(_under_a_file), "not a directory"),
     "output directory read-only": (out_path(_read_only_dir), "cannot write"),
     "resume a different run": (resume_other_run, "different run"),

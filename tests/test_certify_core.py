@@ -177,12 +177,8 @@ class BrokenRadius(GaussianNoise):
 
 CERTIFIERS: dict[str, dict[str, Any]] = {
     "vanilla": {"solver": 30},
-    "serialized": {
-        "solver": 1,
-        "warmup_solver": 10,
-        "reference_solver": 30,
-        "reference_samples": 40,
-    },
+    "serialized": {"solver": 1, "warmup_solver": 10, "reference_solver": 30,
+                   "reference_samples": 40},
     "verified": {"solver": 1, "reference_solver": 20},
     "verified-fallback": {"solver": 1, "reference_solver": 30, "fallback": "vanilla"},
 }

@@ -122,7 +122,9 @@ def test_records_are_complete_and_order_free(name: str, setup: Any) -> None:
 def test_index_seed_drives_the_generator(setup: Any) -> None:
     model, dataset = setup
     record = next(certify_dataset(certifier(), model, dataset, [2], seed=5))
-    direct = certifier().certify(model, dataset[2][0], generator=noise_generator(5, 2))
+    direct = certifier().certify(
+        model, dataset[2][0], generator=noise_generator(5, 2)
+    )
     assert record["certificate"]["counts"] == direct.counts
     assert record["p_lower"] == direct.p_lower
 

@@ -30,9 +30,8 @@ MEMORY_LIMIT = 8_000_000 * 1024  # `ulimit -v 8000000`
 @pytest.fixture
 def saved(tmp_path: Path) -> Path:
     torch.manual_seed(0)
-    return save_checkpoint(
-        create_model("mlpdeq", **OPTIONS), tmp_path / "model.safetensors", {"sigma": 0.25}
-    )
+    return save_checkpoint(create_model("mlpdeq", **OPTIONS), tmp_path / "model.safetensors",
+                           {"sigma": 0.25})
 
 
 def _rewrite(path: Path, tensors: dict[str, torch.Tensor], **meta: Any) -> None:
@@ -60,10 +59,8 @@ def test_integer_weights_are_refused_not_cast(saved: Path) -> None:
 
 @pytest.mark.parametrize(
     ("model", "options"),
-    [
-        ("mlpdeq", {"hidden": 40_000, "image_size": 6}),  # 6.4 GB of recurrent weights
-        ("mdeq", {"widths": [1_000_000_000]}),
-    ],  # hundreds of GB
+    [("mlpdeq", {"hidden": 40_000, "image_size": 6}),  # 6.4 GB of recurrent weights
+     ("mdeq", {"widths": [1_000_000_000]})],  # hundreds of GB
 )
 def test_huge_model_options_fail_on_shapes_before_allocating(
     saved: Path, model: str, options: dict[str, Any]
@@ -111,21 +108,9 @@ def test_cli_refuses_a_huge_checkpoint_under_ulimit(saved: Path, tmp_path: Path)
     _rewrite(saved, load_file(str(saved)), model_options={"hidden": 40_000, "image_size": 6})
     out = tmp_path / "run.jsonl"
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deqcert.cli",
-            "certify",
-            "--checkpoint",
-            str(saved),
-            "--out",
-            str(out),
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        preexec_fn=_limited,
-        timeout=300,
+        [sys.executable, "-m", "deqcert.cli", "certify", "--checkpoint", str(saved),
+         "--out", str(out), "--quiet"],
+        capture_output=True, text=True, preexec_fn=_limited, timeout=300,
     )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()

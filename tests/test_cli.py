@@ -20,20 +20,8 @@ def test_certify_prints_a_table_and_writes_header_and_records(
     tiny_checkpoint: Path, tmp_path: Path, cli: Callable[..., Result]
 ) -> None:
     out = tmp_path / "run.jsonl"
-    result = cli(
-        [
-            "certify",
-            "--checkpoint",
-            tiny_checkpoint,
-            *FAST,
-            "--indices",
-            "0-2",
-            "--seed",
-            "3",
-            "--out",
-            out,
-        ]
-    )
+    result = cli(["certify", "--checkpoint", tiny_checkpoint, *FAST, "--indices", "0-2",
+                  "--seed", "3", "--out", out])
     assert result.exit_code == 0, result.stderr
     assert "certify results" in result.stdout and f"results written to {out}" in result.stdout
     run = read_results(out)
@@ -45,27 +33,14 @@ def test_certify_prints_a_table_and_writes_header_and_records(
     assert config["noise"] == {"name": "gaussian", "sigma": 0.25}  # from the checkpoint
     assert config["n"] == 200 and config["certifier"]["reference_samples"] == 40
     for record in run.records:
-        assert {
-            "index",
-            "label",
-            "prediction",
-            "radius",
-            "correct",
-            "p_lower",
-            "counts",
-            "nfe",
-            "seconds",
-            "bound",
-        } <= set(record)
+        assert {"index", "label", "prediction", "radius", "correct", "p_lower", "counts", "nfe",
+                "seconds", "bound"} <= set(record)
 
 
 @pytest.mark.parametrize(
     "flags",
-    [
-        ["--certifier", "serialized", "--solver", "broyden"],
-        ["--certifier", "vanilla"],
-        ["--solver", "naive", "--set", "certifier.bound=paper"],
-    ],
+    [["--certifier", "serialized", "--solver", "broyden"], ["--certifier", "vanilla"],
+     ["--solver", "naive", "--set", "certifier.bound=paper"]],
 )
 def test_certifier_and_solver_choices(
     flags: list[str], tiny_checkpoint: Path, tmp_path: Path, cli: Callable[..., Result]
@@ -79,11 +54,8 @@ def test_certifier_and_solver_choices(
     assert result.stdout.strip() == str(out)
     header = read_results(out).header
     assert header is not None
-    assert (
-        header["certifier"]["name"] == flags[flags.index("--certifier") + 1]
-        if "--certifier" in flags
-        else "serialized"
-    )
+    assert header["certifier"]["name"] == flags[flags.index("--certifier") + 1] \
+        if "--certifier" in flags else "serialized"
     if "broyden" in flags:
         assert header["config"]["solver"] == {"name": "broyden", "max_iter": 1}
 
@@ -92,9 +64,8 @@ def test_predict_and_tsv_output(
     tiny_checkpoint: Path, tmp_path: Path, cli: Callable[..., Result]
 ) -> None:
     out = tmp_path / "pred.tsv"
-    result = cli(
-        ["predict", "--checkpoint", tiny_checkpoint, *FAST, "--indices", "0-1", "--out", out]
-    )
+    result = cli(["predict", "--checkpoint", tiny_checkpoint, *FAST, "--indices", "0-1",
+                  "--out", out])
     assert result.exit_code == 0, result.stderr
     lines = out.read_text().splitlines()
     assert lines[0].split("\t") == ["idx", "label", "predict", "correct", "time"]
@@ -106,18 +77,16 @@ def test_config_file_with_flags_and_set(
     tiny_checkpoint: Path, tmp_path: Path, cli: Callable[..., Result]
 ) -> None:
     config = tmp_path / "run.toml"
-    config.write_text(
-        f'checkpoint = "{tiny_checkpoint}"\nn = 80\nn0 = 8\nbatch = 40\n'
-        'indices = "5"\n[certifier]\nname = "serialized"\nreference_samples = 8\n'
-    )
+    config.write_text(f'checkpoint = "{tiny_checkpoint}"\nn = 80\nn0 = 8\nbatch = 40\n'
+                      'indices = "5"\n[certifier]\nname = "serialized"\nreference_samples = 8\n')
     out = tmp_path / "run.jsonl"
-    result = cli(
-        ["certify", "--config", config, "--n", "60", "--set", "batch=30", "--out", out, "--quiet"]
-    )
+    result = cli(["certify", "--config", config, "--n", "60", "--set", "batch=30",
+                  "--out", out, "--quiet"])
     assert result.exit_code == 0, result.stderr
     header = read_results(out).header
     assert header is not None
-    assert (header["config"]["n0"], header["config"]["n"], header["config"]["batch"]) == (8, 60, 30)
+    assert (header["config"]["n0"], header["config"]["n"], header["config"]["batch"]) == \
+        (8, 60, 30)
     assert read_results(out).indices == [5]
 
 
@@ -148,25 +117,10 @@ def test_info_shows_the_checkpoint(tiny_checkpoint: Path, cli: Callable[..., Res
 
 def test_train_writes_a_loadable_checkpoint(tmp_path: Path, cli: Callable[..., Result]) -> None:
     out = tmp_path / "new-folder" / "model.safetensors"  # created, as the default path's is
-    sets = [
-        "model=mlpdeq",
-        "model_options.hidden=4",
-        "epochs=1",
-        "train_limit=100",
-        "eval.limit=20",
-        "backward=jfb",
-    ]
-    result = cli(
-        [
-            "train",
-            *[a for s in sets for a in ("--set", s)],
-            "--sigma",
-            "0.5",
-            "--out",
-            out,
-            "--quiet",
-        ]
-    )
+    sets = ["model=mlpdeq", "model_options.hidden=4", "epochs=1", "train_limit=100",
+            "eval.limit=20", "backward=jfb"]
+    result = cli(["train", *[a for s in sets for a in ("--set", s)], "--sigma", "0.5",
+                  "--out", out, "--quiet"])
     assert result.exit_code == 0, result.stderr
     assert load_checkpoint(out).options.hidden == 4
     bad = cli(["train", "--set", "epochs=0", "--out", tmp_path / "other" / "bad.safetensors"])
@@ -197,21 +151,19 @@ def test_default_certify_runs_on_the_bundled_checkpoint(
 
 
 def test_ray_executor_without_ray_gives_the_install_hint(
-    tiny_checkpoint: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     cli: Callable[..., Result],
 ) -> None:
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a)
-    )
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ray" else real(name, *a))
     out = tmp_path / "run.jsonl"
     result = cli(["certify", "--checkpoint", tiny_checkpoint, "--executor", "ray", "--out", out])
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        "deqcert: error: executor ray: the ray package is not installed; pip install 'deqcert[ray]'"
+        "deqcert: error: executor ray: the ray package is not installed; "
+        "pip install 'deqcert[ray]'"
     )
     assert not out.exists()

@@ -92,7 +92,8 @@ def test_switching_a_component_keeps_only_the_options_it_accepts() -> None:
 
 def test_set_values_are_parsed_as_json_or_toml_scalars() -> None:
     layer = parse_assignments(["a=1", "b=1e-3", "c=true", "d=anderson", "e.f=[1, 2]", "g=0-9"])
-    assert layer == {"a": 1, "b": 0.001, "c": True, "d": "anderson", "e": {"f": [1, 2]}, "g": "0-9"}
+    assert layer == {"a": 1, "b": 0.001, "c": True, "d": "anderson", "e": {"f": [1, 2]},
+                     "g": "0-9"}
     with pytest.raises(OptionError, match="key=value"):
         parse_assignments(["n"])
 
@@ -142,14 +143,8 @@ def test_index_selection() -> None:
 
 def test_build_gives_the_pipeline_the_cli_uses(tiny_checkpoint: Path) -> None:
     config = CertifyConfig.from_sources(
-        values={
-            "checkpoint": str(tiny_checkpoint),
-            "indices": "3-8",
-            "shard": "1/2",
-            "n": 100,
-            "n0": 10,
-            "certifier": {"reference_samples": 10},
-        }
+        values={"checkpoint": str(tiny_checkpoint), "indices": "3-8", "shard": "1/2",
+                "n": 100, "n0": 10, "certifier": {"reference_samples": 10}}
     )
     pipeline = config.build()
     assert isinstance(pipeline, CertifyPipeline)

@@ -173,51 +173,22 @@ def _tiny_mlp(cls: type) -> Callable[[], Any]:
 
 
 BROKEN: list[Any] = [
-    pytest.param(
-        noise.check_radius_is_sound,
-        lambda: OverClaiming(sigma=0.5),
-        "too large",
-        id="noise-overclaims",
-    ),
-    pytest.param(
-        noise.check_seeded_determinism,
-        lambda: GlobalRandom(sigma=0.5),
-        "global",
-        id="noise-global-rng",
-    ),
-    pytest.param(
-        noise.check_radius_edges,
-        lambda: RadiusAtOneHalf(sigma=0.5),
-        r"radius\(0.5\)",
-        id="noise-radius-at-half",
-    ),
-    pytest.param(
-        models.check_batch_independence, _tiny_mlp(BatchMeanDEQ), "batch", id="model-batch-mean"
-    ),
-    pytest.param(
-        models.check_forward_matches_members,
-        _tiny_mlp(IgnoresZ0),
-        "ignores z0",
-        id="model-ignores-z0",
-    ),
-    pytest.param(
-        certifiers.check_abstains_at_chance,
-        lambda **kw: PointEstimate(**kw),
-        "p_A = 1/2",
-        id="certifier-point-estimate",
-    ),
-    pytest.param(
-        certifiers.check_seeded_determinism,
-        lambda **kw: FixedSeed(**kw),
-        "generator is not used",
-        id="certifier-fixed-seed",
-    ),
-    pytest.param(
-        certifiers.check_leaves_model_and_input_alone,
-        lambda **kw: LeavesEval(**kw),
-        "eval mode",
-        id="certifier-leaves-eval",
-    ),
+    pytest.param(noise.check_radius_is_sound, lambda: OverClaiming(sigma=0.5), "too large",
+                 id="noise-overclaims"),
+    pytest.param(noise.check_seeded_determinism, lambda: GlobalRandom(sigma=0.5), "global",
+                 id="noise-global-rng"),
+    pytest.param(noise.check_radius_edges, lambda: RadiusAtOneHalf(sigma=0.5), r"radius\(0.5\)",
+                 id="noise-radius-at-half"),
+    pytest.param(models.check_batch_independence, _tiny_mlp(BatchMeanDEQ), "batch",
+                 id="model-batch-mean"),
+    pytest.param(models.check_forward_matches_members, _tiny_mlp(IgnoresZ0), "ignores z0",
+                 id="model-ignores-z0"),
+    pytest.param(certifiers.check_abstains_at_chance,
+                 lambda **kw: PointEstimate(**kw), "p_A = 1/2", id="certifier-point-estimate"),
+    pytest.param(certifiers.check_seeded_determinism,
+                 lambda **kw: FixedSeed(**kw), "generator is not used", id="certifier-fixed-seed"),
+    pytest.param(certifiers.check_leaves_model_and_input_alone,
+                 lambda **kw: LeavesEval(**kw), "eval mode", id="certifier-leaves-eval"),
 ]
 
 
@@ -322,11 +293,8 @@ fake-sine-deq = deqcert_fake_conformance:SineDEQ
 fake-vanilla = deqcert_fake_conformance:PluginVanilla
 """
 
-FAKE = {
-    "noise": ["fake-half-gaussian", "fake-overclaim"],
-    "model": ["fake-sine-deq"],
-    "certifier": ["fake-vanilla"],
-}
+FAKE = {"noise": ["fake-half-gaussian", "fake-overclaim"], "model": ["fake-sine-deq"],
+        "certifier": ["fake-vanilla"]}
 
 
 def _refresh() -> None:
@@ -379,24 +347,9 @@ def test_pytest_collects_and_runs_the_plugin_cases(fake_plugin: Path) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(fake_plugin), env.get("PYTHONPATH")]))
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            __file__,
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-k",
-            "fake-",
-            "-rf",
-            "-o",
-            "addopts=",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+        [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider",
+         "-k", "fake-", "-rf", "-o", "addopts="],
+        capture_output=True, text=True, env=env, timeout=600,
         cwd=Path(__file__).resolve().parent.parent,
     )
     expected = sum(len(names) * len(list(SUITES[k][1]())) for k, names in FAKE.items())

@@ -45,9 +45,8 @@ def test_state_shapes(name: str) -> None:
     assert model.readout(z1).shape == (3, 10)
 
 
-@pytest.mark.parametrize(
-    ("name", "options"), [("mdeq", {"widths": (8, 16)}), ("convdeq", {}), ("mlpdeq", {})]
-)
+@pytest.mark.parametrize(("name", "options"), [("mdeq", {"widths": (8, 16)}), ("convdeq", {}),
+                                               ("mlpdeq", {})])
 def test_forward_converges_from_zeros(name: str, options: dict[str, Any]) -> None:
     torch.manual_seed(0)
     model = create_model(name, **options).eval()

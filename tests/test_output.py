@@ -30,26 +30,17 @@ def test_bound_cap_is_the_named_bound_on_perfect_counts(name: str) -> None:
     cap = bounds.bound_cap(name, n, k, alpha)
     perfect = {"C_m": n, "d": 0, "K": k, "N1": k, "N2": k, "reference_A": k, "selection_n": n0}
     # reached: on perfect counts, for some selection outcome (``sound`` picks its branch there)
-    reached = [
-        bounds.serialized_bound(name, {**perfect, "selection_A": a}, n, alpha).p_lower
-        for a in range(n0 + 1)
-    ]
+    reached = [bounds.serialized_bound(name, {**perfect, "selection_A": a}, n, alpha).p_lower
+               for a in range(n0 + 1)]
     assert cap == max(reached)
     rng = random.Random(0)
     for _ in range(200):  # no counts give more than the cap
         n2 = rng.randint(0, k)
         d = rng.randint(0, n2)
         reference_a = rng.randint(n2 - d, k - d)  # N1 = n2 - d of them also chain votes for A
-        counts = {
-            "C_m": rng.randint(0, n),
-            "d": d,
-            "K": k,
-            "N1": n2 - d,
-            "N2": n2,
-            "reference_A": reference_a,
-            "selection_A": rng.randint(0, n0),
-            "selection_n": n0,
-        }
+        counts = {"C_m": rng.randint(0, n), "d": d, "K": k, "N1": n2 - d, "N2": n2,
+                  "reference_A": reference_a, "selection_A": rng.randint(0, n0),
+                  "selection_n": n0}
         assert bounds.serialized_bound(name, counts, n, alpha).p_lower <= cap
 
 
@@ -64,16 +55,8 @@ def test_the_issue_s_cap_figure() -> None:
 
 def test_serialized_radius_at_the_cap_is_flagged() -> None:
     model, x = LinearOracle.with_p_a(1 - 1e-9, SIGMA)  # every vote is A
-    certifier = make_certifier(
-        "serialized",
-        solver=1,
-        warmup_solver=4,
-        reference_solver=5,
-        n0=7,
-        n=60,
-        reference_samples=20,
-        batch_size=10,
-    )
+    certifier = make_certifier("serialized", solver=1, warmup_solver=4, reference_solver=5,
+                               n0=7, n=60, reference_samples=20, batch_size=10)
     cert = certifier.certify(model, x, generator=gen())
     assert cert.counts["C_m"] == 60 and cert.counts["d"] == 0
     expected = SIGMA * normal.ppf(bounds.bound_cap("sound", 60, 20, 0.1))
@@ -91,23 +74,10 @@ def test_vanilla_radius_below_the_cap_is_not_flagged() -> None:
 
 
 def capped_record(index: int, at_cap: bool = True, **extra: Any) -> dict[str, Any]:
-    return {
-        "index": index,
-        "label": 1,
-        "prediction": 1,
-        "radius": 0.41 if at_cap else 0.2,
-        "correct": True,
-        "p_lower": 0.9494,
-        "nfe": 10,
-        "seconds": 0.1,
-        "bound": "sound",
-        "sound": True,
-        "at_cap": at_cap,
-        "radius_cap": 0.41,
-        "counts": {"K": 200},
-        "certificate": {"n": 2000, "alpha": 0.001},
-        **extra,
-    }
+    return {"index": index, "label": 1, "prediction": 1, "radius": 0.41 if at_cap else 0.2,
+            "correct": True, "p_lower": 0.9494, "nfe": 10, "seconds": 0.1, "bound": "sound",
+            "sound": True, "at_cap": at_cap, "radius_cap": 0.41, "counts": {"K": 200},
+            "certificate": {"n": 2000, "alpha": 0.001}, **extra}
 
 
 def test_cap_hint_names_the_cap_and_what_raises_it() -> None:
@@ -148,30 +118,16 @@ def test_report_marks_capped_runs(tmp_path: Path) -> None:
 
 def test_serialized_health_figures() -> None:
     model, x = LinearOracle.with_p_a(0.8, SIGMA)
-    truncated = make_certifier(
-        "serialized",
-        solver=1,
-        warmup_solver=4,
-        reference_solver=2,
-        n0=7,
-        n=53,
-        reference_samples=20,
-        batch_size=10,
-    )
+    truncated = make_certifier("serialized", solver=1, warmup_solver=4, reference_solver=2,
+                               n0=7, n=53, reference_samples=20, batch_size=10)
     cert = truncated.certify(model, x, generator=gen())
     health = cert.health
     assert health["reference_unconverged"] == 1.0  # 2 naive steps never meet the tolerance
     median, largest = health["chain_residual_median"], health["chain_residual_max"]
     assert median is not None and largest is not None and 0 < median <= largest
     converged = make_certifier(
-        "serialized",
-        solver=1,
-        warmup_solver=4,
-        n0=7,
-        n=53,
-        reference_samples=20,
-        batch_size=10,
-        reference_solver={"name": "anderson", "max_iter": 60, "tol": 1e-3},
+        "serialized", solver=1, warmup_solver=4, n0=7, n=53, reference_samples=20,
+        batch_size=10, reference_solver={"name": "anderson", "max_iter": 60, "tol": 1e-3},
     ).certify(model, x, generator=gen())
     assert converged.health["reference_unconverged"] == 0.0
     assert converged.unconverged_fraction == 0.0  # no longer the chains' share (1.0)
@@ -189,28 +145,9 @@ def test_a_run_with_unconverged_reference_solves_warns_once(
     tiny_checkpoint: Path, tmp_path: Path, cli: Callable[..., Result]
 ) -> None:
     out = tmp_path / "run.jsonl"
-    result = cli(
-        [
-            "certify",
-            "--checkpoint",
-            tiny_checkpoint,
-            "--certifier",
-            "vanilla",
-            "--indices",
-            "0,1",
-            "--n0",
-            "10",
-            "--n",
-            "40",
-            "--batch",
-            "40",
-            "--quiet",
-            "--set",
-            "solver.max_iter=1",
-            "--out",
-            out,
-        ]
-    )
+    result = cli(["certify", "--checkpoint", tiny_checkpoint, "--certifier", "vanilla",
+                  "--indices", "0,1", "--n0", "10", "--n", "40", "--batch", "40", "--quiet",
+                  "--set", "solver.max_iter=1", "--out", out])
     assert result.exit_code == 0, result.stderr
     assert result.stderr.count("deqcert: warning:") == 1
     assert "h_ref is the truncated solve" in result.stderr
@@ -218,26 +155,18 @@ def test_a_run_with_unconverged_reference_solves_warns_once(
     assert all(r["reference_unconverged"] == 1.0 for r in records)
     for r in records:  # every record says whether its radius is at the cap, and the cap
         assert isinstance(r["at_cap"], bool) and r["radius_cap"] == pytest.approx(
-            0.25 * normal.ppf(0.001 ** (1 / 40))
-        )
+            0.25 * normal.ppf(0.001 ** (1 / 40)))
         assert r["at_cap"] == (r["prediction"] != -1 and r["counts"]["n_A"] == 40)
 
 
 def test_pipeline_warning_is_a_deqcert_warning(tiny_checkpoint: Path, tmp_path: Path) -> None:
     from deqcert.run.config import CertifyConfig
 
-    config = CertifyConfig.model_validate(
-        {
-            "checkpoint": str(tiny_checkpoint),
-            "certifier": "vanilla",
-            "indices": "0",
-            "n0": 5,
-            "n": 20,
-            "batch": 20,
-            "solver": {"name": "anderson", "max_iter": 1},
-            "out": str(tmp_path / "r.jsonl"),
-        }
-    )
+    config = CertifyConfig.model_validate({
+        "checkpoint": str(tiny_checkpoint), "certifier": "vanilla", "indices": "0", "n0": 5,
+        "n": 20, "batch": 20, "solver": {"name": "anderson", "max_iter": 1},
+        "out": str(tmp_path / "r.jsonl"),
+    })
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         config.build().run()
@@ -272,18 +201,10 @@ def test_report_reads_cohens_tsv_without_a_sidecar(tmp_path: Path) -> None:
 def test_report_reads_cohens_tsv_with_a_sidecar_and_keeps_unsound_marks(tmp_path: Path) -> None:
     path = tmp_path / "repro.tsv"
     path.write_text(COHEN)
-    head = {
-        "type": "header",
-        "config": {"mode": "certify", "noise": {"name": "gaussian", "sigma": 0.25}},
-        "certifier": {
-            "name": "serialized",
-            "bound": "repro",
-            "sound": False,
-            "n": 2000,
-            "reference_samples": 200,
-            "noise": {"norm": "l2"},
-        },
-    }
+    head = {"type": "header", "config": {"mode": "certify",
+                                         "noise": {"name": "gaussian", "sigma": 0.25}},
+            "certifier": {"name": "serialized", "bound": "repro", "sound": False, "n": 2000,
+                          "reference_samples": 200, "noise": {"norm": "l2"}}}
     sidecar_path(path).write_text(__import__("json").dumps(head))
     run = build_report([path], [0.5]).runs[0]
     assert run.mark == "UNSOUND" and run.bound == "repro" and run.norm == "l2"
@@ -300,16 +221,8 @@ def test_tsv_radii_are_rounded_down(tmp_path: Path) -> None:
     for suffix in ("jsonl", "tsv"):
         path = tmp_path / f"run.{suffix}"
         with ResultsWriter(path, head) as writer:
-            writer.write(
-                {
-                    "index": 0,
-                    "label": 1,
-                    "prediction": 1,
-                    "radius": 0.4016756872,
-                    "correct": True,
-                    "seconds": 0.1,
-                }
-            )
+            writer.write({"index": 0, "label": 1, "prediction": 1, "radius": 0.4016756872,
+                          "correct": True, "seconds": 0.1})
         runs.append(path)
     assert runs[1].read_text().splitlines()[1].split("\t")[3] == "0.401675"
     report = build_report(runs, [0.401676])
@@ -319,32 +232,16 @@ def test_tsv_radii_are_rounded_down(tmp_path: Path) -> None:
 # --- norms ----------------------------------------------------------------------------------
 
 
-def write_run(
-    path: Path,
-    norm: str,
-    noise: dict[str, Any],
-    radii: list[float],
-    certifier: str = "vanilla",
-    **described: Any,
-) -> Path:
-    head = {
-        "config": {"mode": "certify", "noise": noise},
-        "certifier": {"name": certifier, "noise": {**noise, "norm": norm}, "n": 2000, **described},
-    }
+def write_run(path: Path, norm: str, noise: dict[str, Any], radii: list[float],
+              certifier: str = "vanilla", **described: Any) -> Path:
+    head = {"config": {"mode": "certify", "noise": noise},
+            "certifier": {"name": certifier, "noise": {**noise, "norm": norm}, "n": 2000,
+                          **described}}
     with ResultsWriter(path, head) as writer:
         for i, radius in enumerate(radii):
-            writer.write(
-                {
-                    "index": i,
-                    "label": 1,
-                    "prediction": 1,
-                    "radius": radius,
-                    "correct": True,
-                    "seconds": 0.1,
-                    "bound": "clopper-pearson",
-                    "sound": True,
-                }
-            )
+            writer.write({"index": i, "label": 1, "prediction": 1, "radius": radius,
+                          "correct": True, "seconds": 0.1, "bound": "clopper-pearson",
+                          "sound": True})
     return path
 
 
@@ -370,34 +267,18 @@ def test_plot_legend_curves_and_panels(tmp_path: Path) -> None:
     from deqcert.plotting import figure
 
     gauss = {"name": "gaussian", "sigma": 0.5}
-    a = write_run(
-        tmp_path / "a.jsonl",
-        "l2",
-        gauss,
-        [0.41, 0.41, 0.41],
-        certifier="serialized",
-        bound="sound",
-        reference_samples=200,
-    )
-    b = write_run(
-        tmp_path / "b.jsonl",
-        "l2",
-        gauss,
-        [0.41, 0.41, 0.41],
-        certifier="serialized",
-        bound="sound",
-        reference_samples=200,
-    )
+    a = write_run(tmp_path / "a.jsonl", "l2", gauss, [0.41, 0.41, 0.41],
+                  certifier="serialized", bound="sound", reference_samples=200)
+    b = write_run(tmp_path / "b.jsonl", "l2", gauss, [0.41, 0.41, 0.41],
+                  certifier="serialized", bound="sound", reference_samples=200)
     c = write_run(tmp_path / "c.jsonl", "l2", gauss, [0.3, 0.7, 1.1])
     report = build_report([a, b, c])
     fig = figure(report.runs, report.radii)
     (ax,) = fig.axes
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
-    assert labels == [
-        "serialized (clopper-pearson), n=2000, K=200, sigma=0.5 [a.jsonl]",
-        "serialized (clopper-pearson), n=2000, K=200, sigma=0.5 [b.jsonl]",
-        "vanilla (clopper-pearson), n=2000, sigma=0.5",
-    ]
+    assert labels == ["serialized (clopper-pearson), n=2000, K=200, sigma=0.5 [a.jsonl]",
+                      "serialized (clopper-pearson), n=2000, K=200, sigma=0.5 [b.jsonl]",
+                      "vanilla (clopper-pearson), n=2000, sigma=0.5"]
     lines = ax.get_lines()
     assert len({(line.get_linestyle(), line.get_marker()) for line in lines}) == 3
     for line in lines:
@@ -409,9 +290,8 @@ def test_plot_legend_curves_and_panels(tmp_path: Path) -> None:
     assert len(figure(two.runs, two.radii).axes) == 2  # one panel per norm
 
 
-@pytest.mark.parametrize(
-    ("suffix", "magic"), [(".png", b"\x89PNG"), (".svg", b"<?xml"), (".pdf", b"%PDF")]
-)
+@pytest.mark.parametrize(("suffix", "magic"), [(".png", b"\x89PNG"), (".svg", b"<?xml"),
+                                               (".pdf", b"%PDF")])
 def test_plot_formats(tmp_path: Path, suffix: str, magic: bytes) -> None:
     pytest.importorskip("matplotlib")
     from deqcert.report import plot
@@ -440,19 +320,15 @@ def test_api_cli_and_config_share_one_set_of_defaults() -> None:
 
     config = CertifyConfig()
     described = create_certifier("serialized", noise={"name": "gaussian", "sigma": 0.25}).describe()
-    assert (
-        (config.n0, config.n, config.alpha, config.batch)
-        == (described["n0"], described["n"], described["alpha"], described["batch_size"])
-        == (defaults.N0, defaults.N, defaults.ALPHA, defaults.BATCH)
-        == (100, 10_000, 0.001, 400)
-    )
+    assert (config.n0, config.n, config.alpha, config.batch) == (
+        described["n0"], described["n"], described["alpha"], described["batch_size"]
+    ) == (defaults.N0, defaults.N, defaults.ALPHA, defaults.BATCH) == (100, 10_000, 0.001, 400)
     assert config.certifier.options == {}  # the CLI adds nothing of its own
     assert (described["reference_samples"], described["chain_start"]) == (400, "anchor")
     pipeline_options = CertifyConfig.model_validate({"certifier": "vanilla"})
-    assert (
-        pipeline_options.n
-        == create_certifier("vanilla", noise={"name": "gaussian", "sigma": 0.25}).describe()["n"]
-    )
+    assert pipeline_options.n == create_certifier(
+        "vanilla", noise={"name": "gaussian", "sigma": 0.25}
+    ).describe()["n"]
 
 
 # --- smaller points ---------------------------------------------------------------------------
@@ -491,26 +367,9 @@ def test_certifying_at_another_sigma_warns(
     (note,) = run_notes(config(0.5), {"sigma": 0.25}, object())
     assert "sigma=0.5" in note and "trained at sigma=0.25" in note
     assert run_notes(config(0.25), {"sigma": 0.25}, object()) == []
-    result = cli(
-        [
-            "certify",
-            "--checkpoint",
-            tiny_checkpoint,
-            "--indices",
-            "0",
-            "--n",
-            "20",
-            "--batch",
-            "20",
-            "--sigma",
-            "0.5",
-            "--set",
-            "certifier.reference_samples=5",
-            "--quiet",
-            "--out",
-            tmp_path / "r.jsonl",
-        ]
-    )
+    result = cli(["certify", "--checkpoint", tiny_checkpoint, "--indices", "0", "--n", "20",
+                  "--batch", "20", "--sigma", "0.5", "--set", "certifier.reference_samples=5",
+                  "--quiet", "--out", tmp_path / "r.jsonl"])
     assert result.exit_code == 0 and "trained at sigma=0.25" in result.stderr
     bad = cli(["certify", "--checkpoint", tiny_checkpoint, "--sigma", "0.5", "--indices", "99999"])
     assert bad.exit_code == 2 and len(bad.stderr.splitlines()) == 1  # an error: no warning
@@ -527,24 +386,9 @@ def test_info_shows_path_and_sha256_whole(cli: Callable[..., Result]) -> None:
 def test_serialized_predict_says_it_is_heuristic(
     tiny_checkpoint: Path, tmp_path: Path, cli: Callable[..., Result]
 ) -> None:
-    result = cli(
-        [
-            "predict",
-            "--checkpoint",
-            tiny_checkpoint,
-            "--indices",
-            "0",
-            "--n",
-            "40",
-            "--batch",
-            "40",
-            "--set",
-            "certifier.reference_samples=10",
-            "--quiet",
-            "--out",
-            tmp_path / "p.jsonl",
-        ]
-    )
+    result = cli(["predict", "--checkpoint", tiny_checkpoint, "--indices", "0", "--n", "40",
+                  "--batch", "40", "--set", "certifier.reference_samples=10", "--quiet",
+                  "--out", tmp_path / "p.jsonl"])
     assert result.exit_code == 0, result.stderr
     assert "serialized PREDICT is heuristic" in result.stderr
     assert "reference solves" not in result.stderr  # PREDICT makes none
@@ -554,8 +398,5 @@ def test_counts_and_tiny_p_values_read_right() -> None:
     from deqcert.cli.run import format_p_value, plural
 
     assert (plural(1, "input"), plural(0, "input"), plural(5, "input")) == (
-        "1 input",
-        "0 inputs",
-        "5 inputs",
-    )
+        "1 input", "0 inputs", "5 inputs")
     assert format_p_value(0.0) == "<1e-300" and format_p_value(1.24e-60) == "1.24e-60"

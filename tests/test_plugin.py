@@ -59,17 +59,8 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     )
     site = root / "site"
     command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--no-deps",
-        "--no-input",
-        "--disable-pip-version-check",
-        *_build_isolation_flags(),
-        "--target",
-        str(site),
+        sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-input",
+        "--disable-pip-version-check", *_build_isolation_flags(), "--target", str(site),
         str(source),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -120,37 +111,18 @@ def test_cli_list_shows_the_plugin(plugin_site: Path, tmp_path: Path) -> None:
         assert rows[key]["error"] is None
 
 
-def test_cli_certifies_with_the_plugin_solver_and_noise(plugin_site: Path, tmp_path: Path) -> None:
+def test_cli_certifies_with_the_plugin_solver_and_noise(
+    plugin_site: Path, tmp_path: Path
+) -> None:
     checkpoint = tmp_path / "tiny.safetensors"
     torch.manual_seed(0)
     deqcert.save_checkpoint(deqcert.create_model("mlpdeq", hidden=16), checkpoint, {"sigma": 0.5})
     out = tmp_path / "run.jsonl"
     done = _cli(
-        plugin_site,
-        "certify",
-        "--checkpoint",
-        str(checkpoint),
-        "--solver",
-        "km",
-        "--noise",
-        "gaussian-linf",
-        "--set",
-        "noise.dim=784",
-        "--set",
-        "solver.alpha=0.7",
-        "--indices",
-        "0-1",
-        "--n0",
-        "10",
-        "--n",
-        "60",
-        "--batch",
-        "30",
-        "--set",
-        "certifier.reference_samples=10",
-        "--out",
-        str(out),
-        "--quiet",
+        plugin_site, "certify", "--checkpoint", str(checkpoint), "--solver", "km",
+        "--noise", "gaussian-linf", "--set", "noise.dim=784", "--set", "solver.alpha=0.7",
+        "--indices", "0-1", "--n0", "10", "--n", "60", "--batch", "30",
+        "--set", "certifier.reference_samples=10", "--out", str(out), "--quiet",
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
@@ -172,7 +144,9 @@ def test_cli_certifies_with_the_plugin_solver_and_noise(plugin_site: Path, tmp_p
 
 
 @pytest.mark.parametrize("name, check", list(solver_conformance_cases()))
-def test_km_passes_the_solver_conformance_suite(plugin_site: Path, name: str, check: Check) -> None:
+def test_km_passes_the_solver_conformance_suite(
+    plugin_site: Path, name: str, check: Check
+) -> None:
     check(lambda **options: deqcert.create_solver("km", **options))
 
 
@@ -195,7 +169,9 @@ def test_km_averages_where_the_plain_iteration_cycles(plugin_site: Path) -> None
     options: dict[str, Any] = {"max_iter": 50, "tol": 1e-10, "stop_mode": "abs"}
     plain = deqcert.create_solver("km", alpha=1.0, **options).solve(reflect, torch.zeros_like(c))
     assert not bool(plain.converged.any())
-    averaged = deqcert.create_solver("km", alpha=0.5, **options).solve(reflect, torch.zeros_like(c))
+    averaged = deqcert.create_solver("km", alpha=0.5, **options).solve(
+        reflect, torch.zeros_like(c)
+    )
     assert bool(averaged.converged.all())
     assert torch.allclose(averaged.z, c)
     assert averaged.nfe == 2  # one averaged step lands on c, the next evaluation confirms it

@@ -19,25 +19,13 @@ RECORDS = [(1, 1, 0.3, True), (2, 2, 0.6, True), (3, 4, 0.2, True), (-1, 0, 0.0,
 
 
 def write_run(path: Path, records: list[tuple[int, int, float, bool]], sigma: float) -> Path:
-    head = {
-        "config": {"noise": {"name": "gaussian", "sigma": sigma}, "mode": "certify"},
-        "certifier": {"noise": {"norm": "l2"}},
-    }
+    head = {"config": {"noise": {"name": "gaussian", "sigma": sigma}, "mode": "certify"},
+            "certifier": {"noise": {"norm": "l2"}}}
     with ResultsWriter(path, head) as writer:
         for index, (pred, label, radius, sound) in enumerate(records):
-            writer.write(
-                {
-                    "index": index,
-                    "label": label,
-                    "prediction": pred,
-                    "radius": radius,
-                    "correct": pred == label,
-                    "nfe": 100 * (index + 1),
-                    "seconds": 1.0,
-                    "bound": "sound" if sound else "repro",
-                    "sound": sound,
-                }
-            )
+            writer.write({"index": index, "label": label, "prediction": pred, "radius": radius,
+                          "correct": pred == label, "nfe": 100 * (index + 1), "seconds": 1.0,
+                          "bound": "sound" if sound else "repro", "sound": sound})
     return path
 
 
@@ -54,12 +42,8 @@ def test_statistics_follow_their_definitions(tmp_path: Path) -> None:
 
 def test_default_radii_run_to_two_sigma_in_quarter_steps(tmp_path: Path) -> None:
     assert default_radii(0.5) == [0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0]
-    report = build_report(
-        [
-            write_run(tmp_path / "a.jsonl", RECORDS, 0.25),
-            write_run(tmp_path / "b.jsonl", RECORDS, 0.5),
-        ]
-    )
+    report = build_report([write_run(tmp_path / "a.jsonl", RECORDS, 0.25),
+                           write_run(tmp_path / "b.jsonl", RECORDS, 0.5)])
     assert report.radii == default_radii(0.5)
     assert parse_radii("0.5, 0,0.25") == [0.0, 0.25, 0.5]
     with pytest.raises(OptionError):
@@ -68,13 +52,8 @@ def test_default_radii_run_to_two_sigma_in_quarter_steps(tmp_path: Path) -> None
 
 def test_side_by_side_formats_and_unsound_mark(tmp_path: Path) -> None:
     unsound = [(p, lab, r, False) for p, lab, r, _ in RECORDS]
-    report = build_report(
-        [
-            write_run(tmp_path / "srs.jsonl", RECORDS, 0.5),
-            write_run(tmp_path / "repro.jsonl", unsound, 0.5),
-        ],
-        [0.0, 0.5],
-    )
+    report = build_report([write_run(tmp_path / "srs.jsonl", RECORDS, 0.5),
+                           write_run(tmp_path / "repro.jsonl", unsound, 0.5)], [0.0, 0.5])
     markdown = to_markdown(report)
     assert markdown.splitlines()[0] == "| metric | srs.jsonl | repro.jsonl (UNSOUND) |"
     assert "| certified acc. @ r=0.5 | 0.250 | 0.250 |" in markdown
@@ -140,16 +119,8 @@ def _serialized_record(bound: str, p_a: float = 0.8) -> dict[str, Any]:
 
     model, x = LinearOracle.with_p_a(p_a, SIGMA)
     certifier = make_certifier(
-        "serialized",
-        solver=1,
-        warmup_solver=4,
-        reference_solver=5,
-        reference_samples=20,
-        n0=7,
-        n=60,
-        batch_size=10,
-        bound=bound,
-        noise=NOISE,
+        "serialized", solver=1, warmup_solver=4, reference_solver=5, reference_samples=20,
+        n0=7, n=60, batch_size=10, bound=bound, noise=NOISE,
     )
     return next(iter(certify_dataset(certifier, model, [(x, 1)], [0], seed=3)))
 
@@ -170,9 +141,7 @@ def test_with_bound_matches_certifying_with_that_bound(bound: str) -> None:
     assert again["counts"] == sound["counts"] and again["nfe"] == sound["nfe"]
     back = with_bound(again, "sound", create_noise("gaussian", sigma=SIGMA), n=60, alpha=0.1)
     assert (back["prediction"], back["radius"], back["sound"]) == (
-        sound["prediction"],
-        sound["radius"],
-        True,
+        sound["prediction"], sound["radius"], True,
     )
 
 

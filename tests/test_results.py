@@ -20,38 +20,15 @@ from deqcert.results import (
 
 
 def header(**config: Any) -> dict[str, Any]:
-    base = {
-        "n": 100,
-        "seed": 0,
-        "indices": "0-5",
-        "skip": 1,
-        "max": None,
-        "mode": "certify",
-        "device": "cpu",
-        "out": "x.jsonl",
-        "shard": None,
-        "checkpoint": "/a/model.safetensors",
-    }
-    return {
-        "type": "header",
-        "config": {**base, **config},
-        "checkpoint": {"sha256": "abc"},
-        "dataset": {"name": "d", "length": 10},
-        "shard": None,
-    }
+    base = {"n": 100, "seed": 0, "indices": "0-5", "skip": 1, "max": None, "mode": "certify",
+            "device": "cpu", "out": "x.jsonl", "shard": None, "checkpoint": "/a/model.safetensors"}
+    return {"type": "header", "config": {**base, **config}, "checkpoint": {"sha256": "abc"},
+            "dataset": {"name": "d", "length": 10}, "shard": None}
 
 
 def record(index: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "index": index,
-        "label": index % 3,
-        "prediction": index % 3,
-        "radius": 0.1 * index,
-        "correct": True,
-        "seconds": 0.5,
-        "nfe": 10,
-        **extra,
-    }
+    return {"index": index, "label": index % 3, "prediction": index % 3, "radius": 0.1 * index,
+            "correct": True, "seconds": 0.5, "nfe": 10, **extra}
 
 
 def write(path: Path, indices: list[int], **config: Any) -> ResultsWriter:

@@ -24,20 +24,8 @@ Records = dict[int, dict[str, Any]]
 
 
 def certify_args(checkpoint: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "certify",
-        "--checkpoint",
-        str(checkpoint),
-        *FAST,
-        "--indices",
-        INDICES,
-        "--seed",
-        "7",
-        "--quiet",
-        "--out",
-        str(out),
-        *extra,
-    ]
+    return ["certify", "--checkpoint", str(checkpoint), *FAST, "--indices", INDICES,
+            "--seed", "7", "--quiet", "--out", str(out), *extra]
 
 
 def records_by_index(path: Path) -> Records:
@@ -103,7 +91,8 @@ def test_sigkill_then_resume_gives_every_index_once(
     out = tmp_path / "run.jsonl"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "deqcert.cli", *certify_args(tiny_checkpoint, out)]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while _complete_records(out) < 3:
         assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr}"
@@ -132,16 +121,14 @@ def test_sigkill_then_resume_gives_every_index_once(
 
 @pytest.mark.ray
 def test_ray_executor_records_equal_the_local_ones(
-    reference: Records,
-    tiny_checkpoint: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    cli: Callable[..., Result],
+    reference: Records, tiny_checkpoint: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, cli: Callable[..., Result],
 ) -> None:
     pytest.importorskip("ray")
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     out = tmp_path / "ray.jsonl"
-    args = certify_args(tiny_checkpoint, out, "--executor", "ray", "--set", "executor.num_cpus=2")
+    args = certify_args(tiny_checkpoint, out, "--executor", "ray",
+                        "--set", "executor.num_cpus=2")
     first = cli([*args, "--shard", "0/2"])  # half the inputs, then resume for the rest
     assert first.exit_code == 0, first.stderr
     result = cli(args)

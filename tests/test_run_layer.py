@@ -40,9 +40,7 @@ def counting_solver() -> Iterator[type[CountingSolver]]:
 
 
 def test_a_run_reads_the_checkpoint_metadata_once_and_builds_each_solver_once(
-    tiny_checkpoint: Path,
-    tmp_path: Path,
-    counting_solver: type[CountingSolver],
+    tiny_checkpoint: Path, tmp_path: Path, counting_solver: type[CountingSolver],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     reads = {"metadata": 0, "tensors": 0}
@@ -60,17 +58,9 @@ def test_a_run_reads_the_checkpoint_metadata_once_and_builds_each_solver_once(
     monkeypatch.setattr(checkpoint, "load_file", tensors)
     spec = {"name": "counting", "max_iter": 3}
     config = CertifyConfig.from_sources(
-        values={
-            "checkpoint": str(tiny_checkpoint),
-            "indices": "0-1",
-            "n0": 10,
-            "n": 60,
-            "batch": 30,
-            "certifier": {"reference_samples": 10},
-            "solver": spec,
-            "warmup_solver": spec,
-            "reference_solver": spec,
-        },
+        values={"checkpoint": str(tiny_checkpoint), "indices": "0-1", "n0": 10, "n": 60,
+                "batch": 30, "certifier": {"reference_samples": 10},
+                "solver": spec, "warmup_solver": spec, "reference_solver": spec},
     )
     assert counting_solver.built == 0  # validating a config builds no solver
     summary = config.build().run(tmp_path / "run.jsonl")
@@ -101,9 +91,8 @@ def drafty() -> Iterator[str]:
 def test_a_new_certifier_role_gets_a_config_key_with_the_certifiers_default(drafty: str) -> None:
     default = CertifyConfig.model_validate({"certifier": drafty})
     assert default.draft_solver.model_dump() == {"name": "anderson", "max_iter": 2}
-    config = CertifyConfig.from_sources(
-        values={"certifier": drafty}, sets=["draft_solver.name=naive"]
-    )
+    config = CertifyConfig.from_sources(values={"certifier": drafty},
+                                        sets=["draft_solver.name=naive"])
     assert config.draft_solver.model_dump() == {"name": "naive", "max_iter": 2}  # carried over
     assert config.effective()["draft_solver"] == {"name": "naive", "max_iter": 2}
     with pytest.raises(Exception, match="takes no draft_solver"):
@@ -116,23 +105,8 @@ def test_a_new_certifier_role_gets_a_cli_flag(
     assert "--draft-solver" in cli(["certify", "--help"]).stdout
     out = tmp_path / "run.jsonl"
     fast = [a for a in FAST if a not in ("--set", "certifier.reference_samples=40")]
-    result = cli(
-        [
-            "certify",
-            "--checkpoint",
-            tiny_checkpoint,
-            *fast,
-            "--certifier",
-            drafty,
-            "--draft-solver",
-            "naive",
-            "--indices",
-            "0",
-            "--out",
-            out,
-            "--quiet",
-        ]
-    )
+    result = cli(["certify", "--checkpoint", tiny_checkpoint, *fast, "--certifier", drafty,
+                  "--draft-solver", "naive", "--indices", "0", "--out", out, "--quiet"])
     assert result.exit_code == 0, result.stderr
     header = read_results(out).header
     assert header is not None
@@ -157,14 +131,8 @@ def test_an_optional_role_can_be_switched_off() -> None:
 
 def test_old_headers_with_null_roles_still_resume(tiny_checkpoint: Path, tmp_path: Path) -> None:
     config = CertifyConfig.from_sources(
-        values={
-            "checkpoint": str(tiny_checkpoint),
-            "certifier": "vanilla",
-            "indices": "0-1",
-            "n0": 10,
-            "n": 40,
-            "batch": 20,
-        }
+        values={"checkpoint": str(tiny_checkpoint), "certifier": "vanilla", "indices": "0-1",
+                "n0": 10, "n": 40, "batch": 20}
     )
     pipeline = config.build()
     out = tmp_path / "old.jsonl"
@@ -195,11 +163,9 @@ def test_the_cli_prints_a_deprecation_as_one_warning_line(
     tmp_path: Path, cli: Callable[..., Result]
 ) -> None:
     config = tmp_path / "train.toml"
-    config.write_text(
-        'model = "mlpdeq"\nmodel_options = {hidden = 4}\nepochs = 1\n'
-        'train_limit = 40\nbackward = "jfb"\n[eval]\nlimit = 10\n'
-        '[solver]\nname = "anderson"\noptions = { max_iter = 5 }\n'
-    )
+    config.write_text('model = "mlpdeq"\nmodel_options = {hidden = 4}\nepochs = 1\n'
+                      'train_limit = 40\nbackward = "jfb"\n[eval]\nlimit = 10\n'
+                      '[solver]\nname = "anderson"\noptions = { max_iter = 5 }\n')
     result = cli(["train", "--config", config, "--out", tmp_path / "m.safetensors", "--quiet"])
     assert result.exit_code == 0, result.stderr
     warning = [line for line in result.stderr.splitlines() if "deprecated" in line]

@@ -24,9 +24,8 @@ sys.stderr.write("\\nPROBE " + json.dumps({"torch": "torch" in sys.modules, "cod
 
 
 def run_cli(*args: str, cwd: Path) -> tuple[dict[str, object], str]:
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, cwd=cwd, timeout=120
-    )
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
     probe = json.loads(done.stderr.rsplit("PROBE ", 1)[1])
     return probe, done.stdout + done.stderr
 
@@ -52,9 +51,8 @@ def test_answers_without_importing_torch(args: list[str], code: int, tmp_path: P
 
 def test_import_deqcert_does_not_import_torch(tmp_path: Path) -> None:
     code = "import sys, deqcert; deqcert.Certificate; print('torch' in sys.modules)"
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120
-    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
 
 

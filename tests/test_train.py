@@ -45,11 +45,9 @@ def _implicit_grad(
     model.zero_grad()
     u = model.inject(x)
     with torch.no_grad():
-        z_star = (
-            create_solver("naive", max_iter=500, tol=1e-13, stop_mode="abs")
-            .solve(lambda z: model.f(z, u), model.init_state(u))
-            .z
-        )
+        z_star = create_solver("naive", max_iter=500, tol=1e-13, stop_mode="abs").solve(
+            lambda z: model.f(z, u), model.init_state(u)
+        ).z
     z_in = z_star.requires_grad_()
     z_out = model.f(z_in, u)
     reg = jacobian_penalty(z_out, z_in, torch.Generator().manual_seed(5))
@@ -113,11 +111,9 @@ def test_jacobian_free_gradient_differs_from_implicit() -> None:
     model.zero_grad()
     u = model.inject(x)
     with torch.no_grad():
-        z_star = (
-            create_solver("naive", max_iter=500, tol=1e-13)
-            .solve(lambda z: model.f(z, u), model.init_state(u))
-            .z
-        )
+        z_star = create_solver("naive", max_iter=500, tol=1e-13).solve(
+            lambda z: model.f(z, u), model.init_state(u)
+        ).z
     (model.readout(model.f(z_star, u)) * weights).sum().backward()
     assert not torch.allclose(model.recurrent.weight.grad, implicit[1])
 

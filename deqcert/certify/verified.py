@@ -337,3 +337,4 @@ class VerifiedCertifier(Configurable):
         if o.chain_start == "anchor":
             out["reference_solver"] = describe(o.reference_solver)
         return out
+

@@ -77,3 +77,4 @@ def convert(
     from ..adapters.factory import convert as convert_state
 
     typer.echo(f"wrote {convert_state(source, target)}")
+

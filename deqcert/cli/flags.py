@@ -98,19 +98,10 @@ def role_flags() -> list[Flag]:
         if len(texts) == 1:
             detail = next(iter(texts))
         else:
-            detail = (
-                "; ".join(
-                    f"{name}: {slot.description.strip().rstrip('.')}" for name, slot in takers
-                )
-                + "."
-            )
-        flags.append(
-            Flag(
-                f"--{role.replace('_', '-')}",
-                f"{role}.name",
-                help=f"Solver name ({names}). {detail}".strip(),
-            )
-        )
+            detail = "; ".join(f"{name}: {slot.description.strip().rstrip('.')}"
+                               for name, slot in takers) + "."
+        flags.append(Flag(f"--{role.replace('_', '-')}", f"{role}.name",
+                          help=f"Solver name ({names}). {detail}".strip()))
     return flags
 
 
@@ -120,21 +111,12 @@ def parameters(flags: Iterable[Flag], schema: Any) -> list[inspect.Parameter]:
     for flag in flags:
         option = typer.Option(flag.flag, help=flag.description(schema))
         if flag.type is bool:  # an on-switch: absent leaves the key to the config file
-            out.append(
-                inspect.Parameter(
-                    flag.param,
-                    inspect.Parameter.KEYWORD_ONLY,
-                    default=False,
-                    annotation=Annotated[bool, option],
-                )
-            )
+            out.append(inspect.Parameter(flag.param, inspect.Parameter.KEYWORD_ONLY,
+                                         default=False, annotation=Annotated[bool, option]))
             continue
         annotation = Annotated[flag.type | None, option]  # type: ignore[name-defined]
-        out.append(
-            inspect.Parameter(
-                flag.param, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation
-            )
-        )
+        out.append(inspect.Parameter(flag.param, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                     annotation=annotation))
     return out
 
 

@@ -40,24 +40,16 @@ def list_components(
             )
         registries = {wanted: registries[wanted]}
     rows = [
-        {
-            "name": e.name,
-            "group": e.group,
-            "origin": e.origin,
-            "target": e.target,
-            "error": e.error,
-            "checked": e.loaded or e.error is not None,
-        }
+        {"name": e.name, "group": e.group, "origin": e.origin, "target": e.target,
+         "error": e.error, "checked": e.loaded or e.error is not None}
         for registry in registries.values()
         for e in registry.entries(load=check)
     ]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table(
-        title="deqcert components",
-        caption=None if check else "status: run 'deqcert list --check' to import each",
-    )
+    table = Table(title="deqcert components",
+                  caption=None if check else "status: run 'deqcert list --check' to import each")
     for column in ("group", "name", "origin", "status"):
         table.add_column(column)
     for row in rows:
@@ -108,3 +100,5 @@ def info(
             value = details[key]
             table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
     stdout.print(table)
+
+

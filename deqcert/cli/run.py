@@ -61,24 +61,17 @@ class RunCommand:
         from ..run.config import CertifyConfig
 
         fixed = [
-            inspect.Parameter(
-                "config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ConfigOpt
-            ),
-            inspect.Parameter(
-                "set_", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=SetOpt
-            ),
+            inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
+                              annotation=ConfigOpt),
+            inspect.Parameter("set_", inspect.Parameter.KEYWORD_ONLY, default=None,
+                              annotation=SetOpt),
         ]
-        quiet = inspect.Parameter(
-            "quiet", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=QuietOpt
-        )
+        quiet = inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False,
+                                  annotation=QuietOpt)
         return inspect.Signature([*fixed, *parameters(self.flags(), CertifyConfig), quiet])
 
     def __call__(
-        self,
-        *,
-        config: Path | None = None,
-        set_: list[str] | None = None,
-        quiet: bool = False,
+        self, *, config: Path | None = None, set_: list[str] | None = None, quiet: bool = False,
         **values: Any,
     ) -> None:
         layer = flag_layer(self.flags(), values)

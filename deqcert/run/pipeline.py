@@ -161,12 +161,8 @@ class CertifyPipeline:
             return {"name": meta.get("model"), "options": meta.get("model_options")}
         keys = ("factory", "weights", "weights_sha256", "state_sha256", "model_class")
         adapter = _describe(self.model) if hasattr(self.model, "describe") else None
-        return {
-            "name": self.config.model,
-            "options": None,
-            **{k: meta.get(k) for k in keys},
-            "adapter": adapter,
-        }
+        return {"name": self.config.model, "options": None, **{k: meta.get(k) for k in keys},
+                "adapter": adapter}
 
     def _href_header(self) -> dict[str, Any] | None:
         role = guards.href_role(list(self.solvers))

@@ -131,11 +131,8 @@ def check_certificate_fields(factory: CertifierFactory) -> None:
 def check_certifies_a_clear_input(factory: CertifierFactory) -> None:
     """``p_A = 0.9``: the true class is certified, with ``radius = noise.radius(p_lower)``."""
     model, x = _oracle(0.9)
-    for name, options in (
-        ("gaussian", {"sigma": SIGMA}),
-        ("laplace", {"scale": SIGMA}),
-        ("uniform", {"half_width": 0.5}),
-    ):
+    for name, options in (("gaussian", {"sigma": SIGMA}), ("laplace", {"scale": SIGMA}),
+                          ("uniform", {"half_width": 0.5})):
         noise = create_noise(name, **options)
         cert = _certify(_build(factory, noise=noise), model, x, seed=1)
         where = f"with {noise.describe()}"

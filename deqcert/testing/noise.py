@@ -65,7 +65,9 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _draw(noise: NoiseSampler, batch: int, seed: int, dtype: torch.dtype = torch.float64) -> Tensor:
+def _draw(
+    noise: NoiseSampler, batch: int, seed: int, dtype: torch.dtype = torch.float64
+) -> Tensor:
     return noise.sample((batch, *INPUT_SHAPE), generator=_gen(seed), dtype=dtype)
 
 

@@ -33,6 +33,8 @@ class Executor(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
+
+
 def create_executor(name: str = "local", /, **options: Any) -> Executor:
     """Build a registered executor, e.g. ``create_executor("ray", address="auto")``."""
     return EXECUTORS.create(name, **options)  # type: ignore[no-any-return]
