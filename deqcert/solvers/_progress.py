@@ -67,6 +67,10 @@ class Progress:
             return
         self._pending.append((self._record(), slot))
 
+    def add(self, finished: int) -> None:
+        """Count ``finished`` more rows, read where that is free (never on CUDA)."""
+        self._known += finished
+
     def known(self) -> int:
         """The newest count that has reached the host (a lower bound of the current one)."""
         while self._pending:

@@ -186,6 +186,11 @@ def iterate(
         done = torch.zeros(batch, dtype=torch.bool, device=device)
     else:
         done = frozen.to(device=device, dtype=torch.bool).clone()
+    # where reads are free, the finished rows are also kept as an index (done_idx)
+    done_idx = done.nonzero().squeeze(1) if shortcuts else done[:0]
+    if shortcuts:
+        progress.add(done_idx.numel())
+    elif frozen is not None:
         progress.push(done.sum())
     steps = torch.zeros(batch, dtype=torch.long, device=device)
     res = torch.full((batch,), math.inf, dtype=z.dtype, device=device)
@@ -210,6 +215,7 @@ def iterate(
             res, done = res.index_select(0, keep), done.index_select(0, keep)
             width -= n_done
             progress.reset()
+            done_idx = keep[:0]  # (exact there: no finished row kept)
             f = f.restrict(keep)  # type: ignore[attr-defined]
             update.restrict(keep)
         fz = f(z.view(width, *shape[1:])).reshape(width, -1)
@@ -223,16 +229,23 @@ def iterate(
         active = ~done
         steps += active
         res = torch.where(active, r, res)
-        newly = (active & (r <= tol)).unsqueeze(1)
-        finished = done | newly.squeeze(1)
-        progress.push(finished.sum())
+        newly = active & (r <= tol)
+        if shortcuts:
+            new_idx = newly.nonzero().squeeze(1)
+            progress.add(new_idx.numel())
+        else:
+            progress.push((done | newly).sum())
         if progress.known() == width:  # everyone is done: no update needed
-            z = torch.where(newly, fz, z)
-            done = finished
+            z, done = torch.where(newly.unsqueeze(1), fz, z), done | newly
             break
         z_next = update(k, z, fz, g)
-        freeze = _freeze_rows if shortcuts else _freeze
-        z, done = freeze(z_next, z, fz, done.unsqueeze(1), newly), finished
+        if not shortcuts:
+            z, done = _freeze(z_next, z, fz, done.unsqueeze(1), newly.unsqueeze(1)), done | newly
+            continue
+        z = _freeze_rows(z_next, z, fz, done_idx, new_idx)
+        if new_idx.numel():
+            done = done | newly
+            done_idx = done.nonzero().squeeze(1)
     settled = progress.known() == z.shape[0]  # dropped rows are all finished
     if out is not None:
         z, steps, res, done = out.finish(z, steps, res, done)
@@ -262,16 +275,16 @@ def _freeze(z_next: Tensor, z: Tensor, fz: Tensor, done: Tensor, newly: Tensor) 
     return torch.where(done, z, z_next, out=z_next)
 
 
-def _freeze_rows(z_next: Tensor, z: Tensor, fz: Tensor, done: Tensor, newly: Tensor) -> Tensor:
-    """:func:`_freeze` by indexing the rows (reads the masks: where that is free only)."""
-    rows_done, rows_new = done.squeeze(1).nonzero().squeeze(1), newly.squeeze(1).nonzero()
-    if not (rows_done.numel() or rows_new.numel()):
+def _freeze_rows(
+    z_next: Tensor, z: Tensor, fz: Tensor, done_idx: Tensor, new_idx: Tensor
+) -> Tensor:
+    """:func:`_freeze` with the rows as indices (where reading them was free)."""
+    if not (done_idx.numel() or new_idx.numel()):
         return z_next
     if _shares_memory(z_next, fz, z):
         z_next = z_next.clone()
-    rows_new = rows_new.squeeze(1)
-    z_next.index_copy_(0, rows_done, z.index_select(0, rows_done))
-    return z_next.index_copy_(0, rows_new, fz.index_select(0, rows_new))
+    z_next.index_copy_(0, done_idx, z.index_select(0, done_idx))
+    return z_next.index_copy_(0, new_idx, fz.index_select(0, new_idx))
 
 
 def _shares_memory(x: Tensor, *others: Tensor) -> bool:
