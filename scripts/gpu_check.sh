@@ -45,13 +45,15 @@ import sys
 sys.path.insert(0, "tests")
 from deqcert.data.sample import MnistSample
 from test_cuda import _sample_loops, count_syncs
+from deqcert import syncs as deqcert_syncs
 
 lines = []
 for name, loop in _sample_loops(MnistSample(split="test")).items():
     loop()  # warm-up
-    with count_syncs() as syncs:
+    with count_syncs() as syncs, deqcert_syncs.recording() as waits:
         loop()
     lines.append(f"{name}: {len(syncs)} host syncs in one sample loop (n0 = 0, n = 2000, batch 400)")
+    lines.append(f"{name}: {len(waits)} lagged waits (event of an earlier step, queue not drained)")
     counts = {}
     for s in syncs:
         counts[s] = counts.get(s, 0) + 1

@@ -252,13 +252,6 @@ def _sample_loops(mnist: MnistSample) -> dict[str, Callable[[], Any]]:
 
 
 @needs_cuda
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 17: the sample loop still synchronises (nonzero in solvers/_common.iterate, "
-    "bool(finite.all()) in anderson/broyden, bincount in class_counts); remove this mark "
-    "when the sync-free loop lands",
-)
 @pytest.mark.parametrize("name", ["vanilla", "serialized"])
 def test_sample_loop_makes_no_host_sync(name: str, mnist: MnistSample) -> None:
     loop = _sample_loops(mnist)[name]

@@ -2,7 +2,7 @@
 
 Everything here is per *batch*: noise is drawn for a whole batch on the
 input's device, the batch is solved in one call, and predictions are counted
-with ``bincount`` on the device, so the certifiers' loops run once per batch,
+on the device (:func:`class_counts`), so the certifiers' loops run once per batch,
 never once per sample.
 """
 
@@ -90,9 +90,18 @@ def votes(logits: Tensor, z: Tensor) -> Tensor:
     return torch.where(finite, logits.argmax(dim=1), ABSTAIN)
 
 
-def class_counts(predictions: Tensor, num_classes: int) -> Tensor:
-    """``(num_classes,)`` counts of each class among ``predictions`` (``ABSTAIN`` not counted)."""
-    return torch.bincount(predictions + 1, minlength=num_classes + 1)[1:]
+def class_counts(predictions: Tensor, num_classes: int, weights: Tensor | None = None) -> Tensor:
+    """``(num_classes,)`` counts of each class among ``predictions`` (``ABSTAIN`` not counted).
+
+    With ``weights`` (``0``/``1`` per prediction, e.g. a mask of the decided
+    ones) only those with weight 1 count.  A ``scatter_add`` into a fixed
+    number of bins (one more for ``ABSTAIN``, dropped): unlike ``bincount``,
+    which reads the largest value on the host to size its output, it never
+    waits for the device.
+    """
+    ones = torch.ones_like(predictions) if weights is None else weights.to(predictions.dtype)
+    counts = torch.zeros(num_classes + 1, dtype=predictions.dtype, device=predictions.device)
+    return counts.scatter_add_(0, predictions + 1, ones)[1:]
 
 
 @dataclass

@@ -40,8 +40,9 @@ option ``compact``).  Neither changes ``Y_g = h_ref(x + e_i)``.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
+import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor
@@ -70,7 +71,7 @@ from .sampling import (
     noisy_batch,
     solve_injected,
 )
-from .subset import reference_subset
+from .subset import reference_indices
 
 BOUND_NOTES: dict[str, str] = {
     "sound": (
@@ -218,13 +219,14 @@ class SerializedCertifier(Configurable):
         with evaluating(model):
             first = self._anchor(model, x, logs) if o.chain_start == "anchor" else None
             selected, chains = self._run_chains(model, x, o.n0, generator, first, logs)
-            candidate = int(class_counts(selected, model.num_classes).argmax())
             if o.chain_start == "carry":
                 first = chains
             reference = _ReferenceSolves(model, o.reference_solver, o.batch_size, logs["reference"])
             serial, _ = self._run_chains(model, x, o.n, generator, first, logs, subset, reference)
             y_g = reference.finish()
-        counts = _agreement_counts(serial, y_g, subset, candidate)
+        # read on the host only now: estimation does not depend on A
+        candidate = int(class_counts(selected, model.num_classes).argmax())
+        counts = _agreement_counts(serial, y_g, subset.indices, candidate)
         counts["selection_A"] = int((selected == candidate).sum())
         counts["selection_n"] = o.n0
         named = self._bound(counts)
@@ -298,10 +300,13 @@ class SerializedCertifier(Configurable):
         }
 
     # -- sampling ---------------------------------------------------------------
-    def _reference_subset(self, generator: torch.Generator) -> Tensor:
+    def _reference_subset(self, generator: torch.Generator) -> _Subset:
         """Sorted random ``K`` of the ``n`` estimation indices (on the generator's device)."""
         o = self.options
-        return reference_subset(o.n, o.reference_samples, generator)
+        chosen = reference_indices(o.n, o.reference_samples, generator)
+        return _Subset(
+            torch.from_numpy(chosen).to(generator.device), _subset_slices(chosen, o.n, o.batch_size)
+        )
 
     def _anchor(self, model: EquilibriumModel, x: Tensor, logs: dict[str, SolveLog]) -> Tensor:
         """The clean input's fixed point under ``reference_solver`` (``chain_start='anchor'``)."""
@@ -317,7 +322,7 @@ class SerializedCertifier(Configurable):
         generator: torch.Generator,
         chains: Tensor | None,
         logs: dict[str, SolveLog],
-        subset: Tensor | None = None,
+        subset: _Subset | None = None,
         reference: _ReferenceSolves | None = None,
     ) -> tuple[Tensor, Tensor]:
         """``num`` serialized predictions along the chains, and the chains' final states.
@@ -327,7 +332,6 @@ class SerializedCertifier(Configurable):
         """
         o = self.options
         sizes = list(batch_sizes(num, o.batch_size))
-        slices = _subset_slices(subset, num, o.batch_size) if subset is not None else []
         predictions = []
         offset = 0
         for batch, size in enumerate(sizes):
@@ -342,8 +346,8 @@ class SerializedCertifier(Configurable):
                 chains = advance_chains(chains, result.z)
             predictions.append(y_m)
             if reference is not None and subset is not None:
-                lo, hi = slices[batch]
-                reference.push(u[subset[lo:hi] - offset])
+                lo, hi = subset.slices[batch]
+                reference.push(u.index_select(0, subset.indices[lo:hi] - offset))
             offset += size
         if chains is None:
             raise ValueError(f"a stage needs at least one sample, got {num}")
@@ -366,10 +370,17 @@ class SerializedCertifier(Configurable):
         return out
 
 
-def _subset_slices(subset: Tensor, num: int, batch_size: int) -> list[tuple[int, int]]:
-    """For each batch, the ``[lo, hi)`` range of the sorted ``subset`` falling in it."""
-    edges = torch.arange(0, num + batch_size, batch_size).clamp(max=num)
-    cuts = torch.searchsorted(subset.cpu(), edges).tolist()
+class _Subset(NamedTuple):
+    """The reference subset ``S`` on the device, and where it falls in each batch."""
+
+    indices: Tensor
+    slices: list[tuple[int, int]]
+
+
+def _subset_slices(subset: np.ndarray, num: int, batch_size: int) -> list[tuple[int, int]]:
+    """For each batch, the ``[lo, hi)`` range of the sorted ``subset`` falling in it (host-side)."""
+    edges = np.minimum(np.arange(0, num + batch_size, batch_size), num)
+    cuts = [int(c) for c in np.searchsorted(subset, edges)]
     return list(zip(cuts[:-1], cuts[1:], strict=False))
 
 

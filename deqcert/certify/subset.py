@@ -20,9 +20,13 @@ from torch import Tensor
 
 def reference_subset(n: int, K: int, generator: torch.Generator) -> Tensor:
     """A uniformly random ``K`` of ``range(n)``, sorted, on ``generator``'s device."""
+    return torch.from_numpy(reference_indices(n, K, generator)).to(generator.device)
+
+
+def reference_indices(n: int, K: int, generator: torch.Generator) -> np.ndarray:
+    """:func:`reference_subset` as a sorted ``int64`` array on the host (the same draw)."""
     if not 0 <= K <= n:
         raise ValueError(f"need 0 <= K <= n, got K={K}, n={n}")
     words = torch.randint(0, 2**32, (4,), generator=generator, device=generator.device)
     rng = np.random.default_rng(np.random.SeedSequence([int(w) for w in words.tolist()]))
-    chosen = np.sort(rng.choice(n, size=K, replace=False))
-    return torch.from_numpy(chosen.astype(np.int64)).to(generator.device)
+    return np.sort(rng.choice(n, size=K, replace=False)).astype(np.int64)

@@ -43,7 +43,7 @@ from .base import (
     solver_field,
 )
 from .chains import advance_chains, anchor_state, chain_starts
-from .sampling import batch_sizes, evaluating, noisy_batch
+from .sampling import batch_sizes, class_counts, evaluating, noisy_batch
 from .verifier import (
     ETA,
     LOGIT_SLACK,
@@ -314,7 +314,7 @@ class VerifiedCertifier(Configurable):
             votes, states = verified_votes(
                 model, verifier, xb, starts, log, solver=o.solver, max_steps=o.max_steps
             )
-            counts += torch.bincount(votes[votes >= 0], minlength=model.num_classes)
+            counts += class_counts(votes.clamp(min=0), model.num_classes, votes >= 0)
             if o.chain_start == "chain":
                 chains = states if chains is None else advance_chains(chains, states)
         return counts, chains

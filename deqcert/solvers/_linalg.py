@@ -5,8 +5,12 @@ Everything works on flat ``(B, D)`` per-sample tensors.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
+
+from ._progress import reads_free
 
 
 def flat_norm(x: Tensor) -> Tensor:
@@ -26,6 +30,20 @@ def finite_rows(x: Tensor) -> Tensor:
     several; a finite row whose sum overflows is (harmlessly) reported too.
     """
     return torch.isfinite(x.sum(dim=1))
+
+
+def keep_finite(x: Tensor, fallback: Callable[[], Tensor]) -> Tensor:
+    """``x`` with its non-finite rows replaced by those of ``fallback()``.
+
+    Where reading values is free (:func:`~deqcert.solvers._progress.reads_free`) an
+    all-finite ``x`` is returned as it is; on CUDA the rows are masked, without a
+    host read (in place: ``x`` must be the caller's own fresh tensor).
+    """
+    finite = finite_rows(x)
+    if reads_free(x.device) and bool(finite.all()):
+        return x
+    out = None if x.requires_grad else x
+    return torch.where(finite.unsqueeze(1), x, fallback(), out=out)
 
 
 def batched_dots(mat: Tensor, vec: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from ._linalg import batched_combination, batched_dots, finite_rows, solve_dtype
+from ._linalg import batched_combination, batched_dots, keep_finite, solve_dtype
 from ._workspace import Workspace
 from .base import IterativeSolver
 from .loop import SolverOptions, UpdateRule
@@ -72,10 +72,8 @@ class _AndersonUpdate(UpdateRule):
         z_next = batched_combination(alpha, fs)
         if self.beta != 1.0:
             z_next = z_next - (1.0 - self.beta) * batched_combination(alpha, gs)
-        finite = finite_rows(z_next)
-        if not bool(finite.all()):  # finite weights can still overflow the mixture
-            z_next = torch.where(finite.unsqueeze(1), z_next, self._plain(z, fz, g))
-        return z_next
+        # finite weights can still overflow the mixture
+        return keep_finite(z_next, lambda: self._plain(z, fz, g))
 
     def restrict(self, index: Tensor) -> None:
         if self.slots > 1:  # fresh tensors: the workspace's buffers stay full-size

@@ -25,7 +25,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from ._linalg import batched_dots, finite_rows, solve_dtype
+from ._linalg import batched_dots, keep_finite, solve_dtype
 from ._workspace import Workspace
 from .base import IterativeSolver
 from .loop import SolverOptions, UpdateRule
@@ -93,9 +93,7 @@ class _BroydenUpdate(UpdateRule):
             coef = torch.empty_like(coef).index_copy_(1, order, coef)
         step = torch.baddbmm(g.unsqueeze(1), coef.to(g.dtype).unsqueeze(1), p_buf, alpha=-1)
         step = step.squeeze(1)  # -H g = g - P coef
-        finite = finite_rows(step)
-        if not bool(finite.all()):
-            step = torch.where(finite.unsqueeze(1), step, g)
+        step = keep_finite(step, lambda: g)
         self.prev_g, self.prev_step = g, step
         return z + step
 

@@ -19,6 +19,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor
 
+from .. import syncs
 from ..errors import OptionError
 from ..protocols import FixedPointSolver, SolverResult, solve_with
 from .base import SolverBase
@@ -97,8 +98,9 @@ class ChainSolver(SolverBase):
         steps = torch.zeros(batch, dtype=torch.long, device=device)
         res = torch.full((batch,), float("inf"), dtype=z0.dtype, device=device)
         z, nfe, evaluations, remaining = z0, 0, 0, budget
+        settled = False  # known on the host that every sample is done
         for stage in self.stages:
-            if remaining <= 0 or bool(done.all()):
+            if remaining <= 0 or settled or _all_done(stage, done):
                 break
             # capped and masked where the stage opts in (BudgetedSolver, MaskedSolver);
             # otherwise it runs on everything with its own budget
@@ -111,6 +113,27 @@ class ChainSolver(SolverBase):
             nfe += r.nfe
             evaluations += row_evaluations(r, batch)
             remaining -= r.nfe
+            settled = bool(getattr(r, "settled", False))
         return IterationResult(
-            z=z, nfe=nfe, residual=res, steps=steps, converged=done, evaluations=evaluations
+            z=z,
+            nfe=nfe,
+            residual=res,
+            steps=steps,
+            converged=done,
+            evaluations=evaluations,
+            settled=settled,
         )
+
+
+def _all_done(stage: Any, done: Tensor) -> bool:
+    """Whether every sample is done before ``stage`` runs, asking the device only if needed.
+
+    A built-in stage (built on :func:`~deqcert.solvers.loop.iterate`) handles an
+    all-frozen batch itself: on the CPU it stops before its first evaluation, on CUDA
+    within a step or two, without a host read.  Any other stage (a plugin, possibly run
+    on the whole batch) is skipped only after reading the device, once per stage.
+    """
+    if isinstance(stage, SolverBase):
+        return False
+    syncs.note("chain: before a stage that is not built in")
+    return bool(done.all())

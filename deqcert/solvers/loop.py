@@ -22,12 +22,20 @@ Semantics (identical for every solver built on :func:`iterate`):
 * ``steps`` counts the evaluations each sample took part in until it
   converged; the loop stops once every sample has converged.
 
+**No host reads.**  Freezing is masked on the device; the loop's decisions
+(stop, compact) use :class:`~deqcert.solvers._progress.Progress`, the host's
+view of the number of finished rows: exact on the CPU, so the loop stops after
+exactly the evaluations described above; on CUDA a step or two late, so the
+loop may evaluate ``f`` up to about two more times (counted in NFE) with every
+sample's state, steps and residual unchanged.
+
 **Compaction** (option ``compact``, on by default).  Frozen samples still cost a row of
 every batched evaluation of ``f``.  When ``f`` is a :class:`RowwiseMap` (its
 rows do not interact, e.g. a DEQ in eval mode closed over its injection ``u``)
 and the update rule supports it, the loop drops finished rows from the working
-set once a quarter of it has converged (:data:`COMPACT_SHARE`): ``f`` and the
-update then run on the unfinished rows only.  The results are the same as
+set once the host knows a quarter of it has converged (:data:`COMPACT_SHARE`):
+``f`` and the update then run on the unfinished rows only (with a late count,
+also on a few finished rows, which stay frozen).  The results are the same as
 without compaction (up to floating-point differences between batch sizes); NFE
 still counts calls of ``f``, and :attr:`IterationResult.evaluations` counts
 the rows actually evaluated.  Any other callable is evaluated on the whole
@@ -48,6 +56,7 @@ from torch import Tensor
 from ..options import ComponentOptions
 from ..protocols import SolverResult
 from ._linalg import flat_norm
+from ._progress import Progress, reads_free
 from ._workspace import Workspace
 from .rowwise import RowwiseMap
 
@@ -87,6 +96,12 @@ class IterationResult(SolverResult):
     """
 
     evaluations: int = -1
+    settled: bool = False
+    """True when the loop knows, without reading the device, that every sample converged.
+
+    Always exact on the CPU; on CUDA False may also mean "not known yet"
+    (the host's view lags, see :mod:`deqcert.solvers._progress`).
+    """
 
 
 def residual(g: Tensor, fz: Tensor, stop_mode: str) -> Tensor:
@@ -163,12 +178,20 @@ def iterate(
         and update.compactable
     )
     z = z0.reshape(batch, -1)
+    # the host's view of how many working rows are finished (exact on the CPU,
+    # a step or two late on CUDA: see _progress); done itself stays on the device
+    progress = Progress(device)
+    shortcuts = reads_free(device)
     if frozen is None:
         done = torch.zeros(batch, dtype=torch.bool, device=device)
     else:
         done = frozen.to(device=device, dtype=torch.bool).clone()
-    done_idx = done.nonzero().squeeze(1)  # rows whose state is final
-    n_done = done_idx.numel()
+    # where reads are free, the finished rows are also kept as an index (done_idx)
+    done_idx = done.nonzero().squeeze(1) if shortcuts else done[:0]
+    if shortcuts:
+        progress.add(done_idx.numel())
+    elif frozen is not None:
+        progress.push(done.sum())
     steps = torch.zeros(batch, dtype=torch.long, device=device)
     res = torch.full((batch,), math.inf, dtype=z.dtype, device=device)
     nfe = evaluations = 0
@@ -177,17 +200,22 @@ def iterate(
     out: _Compacted | None = None
     for k in range(budget):
         width = z.shape[0]
+        n_done = progress.known()
         if n_done == width:
             break
         if compact and n_done >= COMPACT_SHARE * width:
-            keep = (~done).nonzero().squeeze(1)
+            # the unfinished rows first, in order (a stable sort: no host read); with
+            # a late count a few finished rows stay in the working set, still frozen
+            keep = torch.argsort(done.to(torch.uint8), stable=True)[: width - n_done]
             if out is None:
                 out = _Compacted(z, steps, res, done, keep)
             else:
                 out.drop(z, steps, res, done, keep)
-            z, steps, res = z.index_select(0, keep), steps[keep], res[keep]
-            done = torch.zeros(keep.numel(), dtype=torch.bool, device=device)
-            done_idx, n_done, width = keep[:0], 0, keep.numel()
+            z, steps = z.index_select(0, keep), steps.index_select(0, keep)
+            res, done = res.index_select(0, keep), done.index_select(0, keep)
+            width -= n_done
+            progress.reset()
+            done_idx = keep[:0]  # (exact there: no finished row kept)
             f = f.restrict(keep)  # type: ignore[attr-defined]
             update.restrict(keep)
         fz = f(z.view(width, *shape[1:])).reshape(width, -1)
@@ -202,24 +230,23 @@ def iterate(
         steps += active
         res = torch.where(active, r, res)
         newly = active & (r <= tol)
-        new_idx = newly.nonzero().squeeze(1)
-        if new_idx.numel() == width - n_done:  # everyone is done: no update needed
-            z = z.index_copy(0, new_idx, fz.index_select(0, new_idx))
-            done |= newly
+        if shortcuts:
+            new_idx = newly.nonzero().squeeze(1)
+            progress.add(new_idx.numel())
+        else:
+            progress.push((done | newly).sum())
+        if progress.known() == width:  # everyone is done: no update needed
+            z, done = torch.where(newly.unsqueeze(1), fz, z), done | newly
             break
         z_next = update(k, z, fz, g)
-        if n_done or new_idx.numel():
-            # frozen rows keep their state and the newly converged take f(z);
-            # copy if z_next shares memory with f's output or the iterate (not ours)
-            if _shares_memory(z_next, fz, z):
-                z_next = z_next.clone()
-            z_next.index_copy_(0, done_idx, z.index_select(0, done_idx))
-            z_next.index_copy_(0, new_idx, fz.index_select(0, new_idx))
-            if new_idx.numel():
-                done |= newly
-                done_idx = done.nonzero().squeeze(1)
-                n_done = done_idx.numel()
-        z = z_next
+        if not shortcuts:
+            z, done = _freeze(z_next, z, fz, done.unsqueeze(1), newly.unsqueeze(1)), done | newly
+            continue
+        z = _freeze_rows(z_next, z, fz, done_idx, new_idx)
+        if new_idx.numel():
+            done = done | newly
+            done_idx = done.nonzero().squeeze(1)
+    settled = progress.known() == z.shape[0]  # dropped rows are all finished
     if out is not None:
         z, steps, res, done = out.finish(z, steps, res, done)
     return IterationResult(
@@ -229,7 +256,35 @@ def iterate(
         steps=steps,
         converged=done,
         evaluations=evaluations,
+        settled=settled,
     )
+
+
+def _freeze(z_next: Tensor, z: Tensor, fz: Tensor, done: Tensor, newly: Tensor) -> Tensor:
+    """``z_next`` where frozen rows (``done``) keep ``z`` and newly converged ones take ``fz``.
+
+    Masked on the device (no host read).  In place when ``z_next`` is the rule's own
+    tensor (a fresh tensor per step costs more than the masking itself on the CPU);
+    ``f``'s output and the iterate are not ours to modify.
+    """
+    if z_next is fz:  # a plain step: newly converged rows already hold f(z)
+        return torch.where(done, z, fz)
+    if z_next.requires_grad or _shares_memory(z_next, fz, z):
+        return torch.where(done, z, torch.where(newly, fz, z_next))
+    torch.where(newly, fz, z_next, out=z_next)
+    return torch.where(done, z, z_next, out=z_next)
+
+
+def _freeze_rows(
+    z_next: Tensor, z: Tensor, fz: Tensor, done_idx: Tensor, new_idx: Tensor
+) -> Tensor:
+    """:func:`_freeze` with the rows as indices (where reading them was free)."""
+    if not (done_idx.numel() or new_idx.numel()):
+        return z_next
+    if _shares_memory(z_next, fz, z):
+        z_next = z_next.clone()
+    z_next.index_copy_(0, done_idx, z.index_select(0, done_idx))
+    return z_next.index_copy_(0, new_idx, fz.index_select(0, new_idx))
 
 
 def _shares_memory(x: Tensor, *others: Tensor) -> bool:
@@ -250,7 +305,7 @@ class _Compacted:
     def drop(self, z: Tensor, steps: Tensor, res: Tensor, done: Tensor, keep: Tensor) -> None:
         """Record the working rows' current values, then keep working on rows ``keep``."""
         self._store(z, steps, res, done)
-        self.rows = self.rows[keep]
+        self.rows = self.rows.index_select(0, keep)
 
     def finish(
         self, z: Tensor, steps: Tensor, res: Tensor, done: Tensor
