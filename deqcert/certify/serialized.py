@@ -40,9 +40,8 @@ option ``compact``).  Neither changes ``Y_g = h_ref(x + e_i)``.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
-import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor
@@ -71,7 +70,7 @@ from .sampling import (
     noisy_batch,
     solve_injected,
 )
-from .subset import reference_indices
+from .subset import ReferenceSubset, reference_indices, subset_slices
 
 BOUND_NOTES: dict[str, str] = {
     "sound": (
@@ -300,12 +299,12 @@ class SerializedCertifier(Configurable):
         }
 
     # -- sampling ---------------------------------------------------------------
-    def _reference_subset(self, generator: torch.Generator) -> _Subset:
+    def _reference_subset(self, generator: torch.Generator) -> ReferenceSubset:
         """Sorted random ``K`` of the ``n`` estimation indices (on the generator's device)."""
         o = self.options
         chosen = reference_indices(o.n, o.reference_samples, generator)
-        return _Subset(
-            torch.from_numpy(chosen).to(generator.device), _subset_slices(chosen, o.n, o.batch_size)
+        return ReferenceSubset(
+            torch.from_numpy(chosen).to(generator.device), subset_slices(chosen, o.n, o.batch_size)
         )
 
     def _anchor(self, model: EquilibriumModel, x: Tensor, logs: dict[str, SolveLog]) -> Tensor:
@@ -322,7 +321,7 @@ class SerializedCertifier(Configurable):
         generator: torch.Generator,
         chains: Tensor | None,
         logs: dict[str, SolveLog],
-        subset: _Subset | None = None,
+        subset: ReferenceSubset | None = None,
         reference: _ReferenceSolves | None = None,
     ) -> tuple[Tensor, Tensor]:
         """``num`` serialized predictions along the chains, and the chains' final states.
@@ -368,20 +367,6 @@ class SerializedCertifier(Configurable):
         if o.chain_start != "anchor":
             out["warmup_solver"] = describe(o.warmup_solver)
         return out
-
-
-class _Subset(NamedTuple):
-    """The reference subset ``S`` on the device, and where it falls in each batch."""
-
-    indices: Tensor
-    slices: list[tuple[int, int]]
-
-
-def _subset_slices(subset: np.ndarray, num: int, batch_size: int) -> list[tuple[int, int]]:
-    """For each batch, the ``[lo, hi)`` range of the sorted ``subset`` falling in it (host-side)."""
-    edges = np.minimum(np.arange(0, num + batch_size, batch_size), num)
-    cuts = [int(c) for c in np.searchsorted(subset, edges)]
-    return list(zip(cuts[:-1], cuts[1:], strict=False))
 
 
 def _agreement_counts(

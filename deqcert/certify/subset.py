@@ -13,6 +13,8 @@ range is a power of two, so its modulo mapping is the identity on the low bits).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -30,3 +32,17 @@ def reference_indices(n: int, K: int, generator: torch.Generator) -> np.ndarray:
     words = torch.randint(0, 2**32, (4,), generator=generator, device=generator.device)
     rng = np.random.default_rng(np.random.SeedSequence([int(w) for w in words.tolist()]))
     return np.sort(rng.choice(n, size=K, replace=False)).astype(np.int64)
+
+
+class ReferenceSubset(NamedTuple):
+    """The reference subset ``S`` on the device, and where it falls in each batch."""
+
+    indices: Tensor
+    slices: list[tuple[int, int]]
+
+
+def subset_slices(subset: np.ndarray, num: int, batch_size: int) -> list[tuple[int, int]]:
+    """For each batch, the ``[lo, hi)`` range of the sorted ``subset`` falling in it (host-side)."""
+    edges = np.minimum(np.arange(0, num + batch_size, batch_size), num)
+    cuts = [int(c) for c in np.searchsorted(subset, edges)]
+    return list(zip(cuts[:-1], cuts[1:], strict=False))
