@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from deqcert import create_model, create_noise, load_checkpoint
-from deqcert.certify.bounds import serialized_bound
+from deqcert.certify.bounds import bound_cap, serialized_bound
 from deqcert.certify.dataset import certify_dataset
 from deqcert.checkpoint import default_checkpoint
 from deqcert.report import RunStats, default_radii, summarize
@@ -239,12 +239,6 @@ def result_row(
     ]
 
 
-def all_votes_counts(n: int, k: int, n0: int) -> dict[str, int]:
-    """Serialized counts when every vote is ``A`` and no reference sample mismatches."""
-    return {"C_m": n, "d": 0, "K": k, "N1": k, "N2": k, "reference_A": k, "selection_A": n0,
-            "selection_n": n0}
-
-
 def serialized_radius(
     sigma: float, bound: str, counts: dict[str, int], n: int, alpha: float
 ) -> float:
@@ -253,9 +247,9 @@ def serialized_radius(
 
 
 @functools.lru_cache(maxsize=256)
-def sound_cap(sigma: float, n: int, k: int, alpha: float, n0: int) -> float:
-    """The largest radius the ``sound`` serialized bound can give: every vote ``A``, ``d = 0``."""
-    return serialized_radius(sigma, "sound", all_votes_counts(n, k, n0), n, alpha)
+def sound_cap(sigma: float, n: int, k: int, alpha: float) -> float:
+    """The largest radius the ``sound`` serialized bound can give (:func:`bound_cap`)."""
+    return gaussian(sigma).radius(bound_cap("sound", n, k, alpha))
 
 
 # -- splitting the inputs over processes -------------------------------------------------------

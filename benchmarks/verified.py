@@ -138,7 +138,7 @@ def notes(args: argparse.Namespace, rec: dict[str, list[Record]], sigma: float) 
     count = {k: sum(r["counts"][k] for r in ver) for k in ver[0]["counts"]}
     extra = count["extra_steps"] + count["selection_extra_steps"]
     undecided = count["undecided"] + count["selection_undecided"]
-    cap = sound_cap(sigma, args.n, scaled_k(K_AT_10K, args.n), args.alpha, args.n0)
+    cap = sound_cap(sigma, args.n, scaled_k(K_AT_10K, args.n), args.alpha)
     lines = [
         f"verified against vanilla 30A: identical class and radius on {same} of {len(pairs)} "
         f"images (largest radius difference {gap:.4f}, i.e. {gap / sigma:.4f}σ); "

@@ -83,7 +83,7 @@ def _cause(cfg: Config, srs: Record, van: Record, radius: float) -> str:
     c = {"selection_n": cfg.n0, **srs["counts"]}  # records before issue 16 lack selection_n
     if candidate(srs) != van["prediction"]:
         return "candidate"
-    if sound_cap(cfg.sigma, cfg.n, c["K"], cfg.alpha, cfg.n0) < radius:
+    if sound_cap(cfg.sigma, cfg.n, c["K"], cfg.alpha) < radius:
         return "cap"
     if c["d"] > 0:
         reach = serialized_radius(cfg.sigma, "sound", {**c, "d": 0}, cfg.n, cfg.alpha)

@@ -40,7 +40,7 @@ def plot(cfgs: list[Config], recs: list[dict[str, list[Record]]], path: Path) ->
             key, k = ablation_key(cfg, kk), scaled_k(kk, cfg.n)
             if key in rec:
                 rs = rec[key][:a]
-                cap = sound_cap(cfg.sigma, cfg.n, k, cfg.alpha, cfg.n0)
+                cap = sound_cap(cfg.sigma, cfg.n, k, cfg.alpha)
                 points.append((k, speedup(rs, van)[0], acr(rs), cap))
         if points:
             walls = [p[1] for p in points]

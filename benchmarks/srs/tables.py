@@ -58,7 +58,7 @@ def ablation_table(cfg: Config, rec: dict[str, list[Record]]) -> str:
         k, key = scaled_k(kk, cfg.n), ablation_key(cfg, kk)
         if key in rec:
             row = result_row(cfg.sigma, str(k), rec[key][:a], ref)
-            cap = sound_cap(cfg.sigma, cfg.n, k, cfg.alpha, cfg.n0)
+            cap = sound_cap(cfg.sigma, cfg.n, k, cfg.alpha)
             rows.append([row[0], f"{cap / cfg.sigma:.3f}", *row[1:]])
     row = result_row(cfg.sigma, "vanilla 30A", ref, ref)
     rows.append([row[0], f"{vanilla_cap(cfg) / cfg.sigma:.3f}", *row[1:]])
