@@ -101,6 +101,8 @@ def test_quick_run_writes_every_table_and_renders_them_again(bench: Any, tmp_pat
         assert f"#### {title}" in text
     for label in ("vanilla 30A (h_ref)", "SRS 1A warmup, sound", "SRS 1A anchor, sound"):
         assert f"| {label} |" in text
+    assert "| vanilla 30A, n = K | 2 |" in text  # n = K = 8 at n = 200 (K scaled with n)
+    assert "SRS 1A anchor, sound against vanilla 30A, n = K (K = 8): " in text
     for label in ("vanilla 1A", "vanilla 5A", "SRS 3A anchor", "SRS 1B anchor", "K=20"):
         assert label in text
     assert "paper bound (NOT sound)" in text and "repro bound (NOT sound)" in text

@@ -16,6 +16,9 @@ from deqcert.specs import ComponentSpec, build
 from .config import Config
 
 REFERENCE = "vanilla-30A"
+SMALL_N = "vanilla-30A-nK"
+"""Vanilla 30A with ``n = K``: Clopper-Pearson on ``K`` i.i.d. votes, what the ``reference``
+branch of the sound SRS bound certifies from its ``K`` reference solves."""
 DERIVED_BOUNDS = ("paper", "repro")
 """Bounds evaluated from the ``srs-1A-anchor`` run's counts (the bound does not change the
 sampling); neither is sound."""
@@ -41,9 +44,10 @@ def methods(cfg: Config) -> list[Method]:
     common["batch_size"] = cfg.batch
     k = scaled_k(cfg.k, cfg.n)
 
-    def vanilla(key: str, steps: int, inputs: int, group: str, **kw: Any) -> Method:
+    def vanilla(key: str, steps: int, inputs: int, group: str, n: int = cfg.n, **kw: Any) -> Method:
         solver = {**reference_solver(cfg.compact), "max_iter": steps, **kw}
-        return Method(key, ComponentSpec(name="vanilla", **common, solver=solver), inputs, group)
+        spec = ComponentSpec(name="vanilla", **{**common, "n": n}, solver=solver)
+        return Method(key, spec, inputs, group)
 
     def srs(
         key: str, solver: str, steps: int, start: str, inputs: int, group: str, K: int = k
@@ -61,6 +65,7 @@ def methods(cfg: Config) -> list[Method]:
 
     m, a = cfg.matrix_inputs, cfg.ablation_inputs
     out = [vanilla(REFERENCE, 30, cfg.inputs, "headline")]
+    out.append(vanilla(SMALL_N, 30, cfg.inputs, "headline", n=k))
     starts = ["warmup", "anchor"] + (["carry"] if cfg.carry else [])
     for start in starts:
         out.append(srs(f"srs-1A-{start}", "anderson", 1, start, cfg.inputs, "headline"))
@@ -89,6 +94,7 @@ def ablation_key(cfg: Config, k_at_10k: int) -> str:
 LABELS = {
     "vanilla-30A": "vanilla 30A (h_ref)",
     "vanilla-30A-nocompact": "vanilla 30A, no compaction",
+    "vanilla-30A-nK": "vanilla 30A, n = K",
     "vanilla-1A": "vanilla 1A",
     "vanilla-5A": "vanilla 5A",
 }

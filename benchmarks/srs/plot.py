@@ -7,7 +7,7 @@ from pathlib import Path
 from common import Record, acr, scaled_k, sound_cap, speedup, stats
 
 from .config import Config
-from .methods import REFERENCE, ablation_key, label_of
+from .methods import REFERENCE, SMALL_N, ablation_key, label_of
 
 
 def plot(cfgs: list[Config], recs: list[dict[str, list[Record]]], path: Path) -> None:
@@ -23,6 +23,7 @@ def plot(cfgs: list[Config], recs: list[dict[str, list[Record]]], path: Path) ->
         top = 1.05 * max([2 * cfg.sigma] + [r["radius"] for r in ref])
         grid = [top * i / 200 for i in range(201)]
         keys = [REFERENCE] + [k for k in rec if k.startswith("srs-1A-") and len(k.split("-")) == 3]
+        keys += [SMALL_N] if SMALL_N in rec else []
         for key in keys:
             wall, _ = speedup(rec[key], ref)
             name = label_of(key) + ("" if key == REFERENCE else f" ({wall:.1f}x faster)")
