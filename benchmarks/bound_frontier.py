@@ -21,12 +21,11 @@ the last line says whether one does.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from functools import partial
 
 import numpy as np
-from bound_grid import Counts, radius, simulate
+from bound_grid import Counts, parse_settings, radius, simulate
 
 from deqcert.certify import bounds
 
@@ -56,14 +55,7 @@ def mean_radius(cells: list[Counts], lower: Callable[[Counts], float]) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=10_000)
-    parser.add_argument("--K", type=int, default=400)
-    parser.add_argument("--n0", type=int, default=100)
-    parser.add_argument("--alpha", type=float, default=0.001)
-    parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
-    a = parser.parse_args(argv)
+    a = parse_settings(__doc__, argv)
     rng = np.random.default_rng(a.seed)
     x = [simulate(*X_CELL, a.n, a.K, a.n0, rng) for _ in range(a.runs)]
     y = [simulate(*Y_CELL, a.n, a.K, a.n0, rng) for _ in range(a.runs)]

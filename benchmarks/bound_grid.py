@@ -98,15 +98,20 @@ def shortfall(new: float, old: float) -> float:
     return 100 * (1 - new / old) if old > 0 else 0.0
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_settings(doc: str | None, argv: list[str] | None) -> argparse.Namespace:
+    """``--n --K --n0 --alpha --runs --seed`` of a count simulation (grid, frontier)."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--K", type=int, default=400)
     parser.add_argument("--n0", type=int, default=100)
     parser.add_argument("--alpha", type=float, default=0.001)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
-    a = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse_settings(__doc__, argv)
     all_a = bounds.serialized_bound(
         "sound",
         {
