@@ -26,11 +26,13 @@ from torch import Tensor
 from typer.testing import Result
 
 from deqcert.certify.inputs import check_input
+from deqcert.certify.sampling import finite_samples, votes
 from deqcert.data.base import ImageDataset
 from deqcert.errors import DataError, DeqcertError
 from deqcert.models.check import NonFiniteWeightsError
 from deqcert.options import ComponentOptions
 from deqcert.registry import datasets
+from deqcert.solvers import _progress
 from deqcert.testing.oracles import ContractiveLinearOracle
 
 CERTIFIERS = ["vanilla", "serialized", "verified"]
@@ -274,6 +276,26 @@ def test_non_finite_samples_are_no_votes_and_the_prediction_abstains(
     bad, total = _reason(prediction.extra)
     assert total == SIZES["n"] and (bad == total if share == "all" else 0 < bad < total)
     assert sum(prediction.extra["class_counts"]) == total - bad
+
+
+@pytest.mark.parametrize("shortcuts", [True, False])  # False: the CUDA path, run on the CPU
+def test_finite_samples_is_exact_on_both_paths(
+    monkeypatch: pytest.MonkeyPatch, shortcuts: bool
+) -> None:
+    """The row-sum shortcut never changes the answer: an overflowing finite row is a vote."""
+    monkeypatch.setattr(_progress, "SHORTCUTS", shortcuts)
+    logits = torch.tensor([[0.0, 1.0]] * 6)
+    z = torch.zeros(6, 3, 4)
+    z[1] = 3e38  # finite, but its float32 sum overflows
+    z[2, 0, 1] = math.nan
+    z[3, 2, 3] = math.inf
+    logits[4, 0] = -math.inf
+    z[5, 0, 0], z[5, 1, 0] = math.inf, -math.inf  # their sum is NaN
+    expected = [True, True, False, False, False, False]
+    assert finite_samples(logits, z).tolist() == expected
+    assert votes(logits, z).tolist() == [1, 1, -1, -1, -1, -1]
+    assert finite_samples(logits[:2], z[:2]).tolist() == [True, True]
+    assert finite_samples(logits[:1], z[:1]).tolist() == [True]
 
 
 @pytest.mark.parametrize("mode", MODES)

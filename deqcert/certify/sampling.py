@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..protocols import ABSTAIN, EquilibriumModel, FixedPointSolver, NoiseSampler, SolverResult
+from ..solvers._progress import reads_free
 from ..solvers.rowwise import RowwiseMap, row_evaluations
 
 
@@ -85,9 +86,28 @@ def votes(logits: Tensor, z: Tensor) -> Tensor:
     state hold NaN or Inf must never be read as a class: it is no vote (the
     certifiers then abstain, see :func:`~deqcert.certify.base.nonfinite_reason`).
     """
+    return torch.where(finite_samples(logits, z), logits.argmax(dim=1), ABSTAIN)
+
+
+def finite_samples(logits: Tensor, z: Tensor) -> Tensor:
+    """``(B,)`` mask of the samples whose logits and state are entirely finite (exact).
+
+    A row holding NaN or Inf always has a non-finite sum, so where values can
+    be read for free (the CPU) all-finite row sums prove every sample finite
+    in one cheap pass: about 0.2 ms against 6 ms for ``isfinite(z).all`` on a
+    batch of 400 MDEQ states, one thread, which made the check 5 % of an SRS
+    certificate.  Only when some sum is not finite (a non-finite value, or a
+    finite row whose sum overflows) is the element-wise check run.  On CUDA,
+    where reading the answer would wait for the device, the element-wise check
+    always runs.
+    """
     batch = logits.shape[0]
-    finite = torch.isfinite(logits).all(dim=1) & torch.isfinite(z.reshape(batch, -1)).all(dim=1)
-    return torch.where(finite, logits.argmax(dim=1), ABSTAIN)
+    flat = z.reshape(batch, -1)
+    if reads_free(z.device):
+        sums = torch.isfinite(logits.sum(dim=1)) & torch.isfinite(flat.sum(dim=1))
+        if bool(sums.all()):
+            return sums
+    return torch.isfinite(logits).all(dim=1) & torch.isfinite(flat).all(dim=1)
 
 
 def class_counts(predictions: Tensor, num_classes: int, weights: Tensor | None = None) -> Tensor:
