@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from deqcert import create_certifier, create_dataset, create_noise, create_solver
+from deqcert.models.base import solve_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import certify_one, load_model, machine, markdown_table, tune_allocator  # noqa: E402
@@ -76,11 +77,9 @@ class TimedModel(torch.nn.Module):
 
     def forward(self, x: Tensor, solver: Any = None, z0: Tensor | None = None) -> Tensor:
         """The protocol's ``forward``, through the timed members (certifiers do not call it)."""
-        u = self.inject(x)
         if solver is None:
-            return self.readout(u)
-        start = self.init_state(u) if z0 is None else z0
-        return self.readout(solver.solve(lambda z: self.f(z, u), start).z)
+            return self.inner(x)  # type: ignore[no-any-return]
+        return solve_model(self, x, solver, z0)[0]
 
 
 class TimedSolver:

@@ -59,3 +59,17 @@ def test_profile_accounts_for_every_phase(
     assert all(rows[name][0] > 0 for name in ("inject", *[f"{p} f" for p in phases]))
     nfe = out.split("NFE/input ")[1].split()[0].replace(",", "")
     assert int(nfe) > 0
+
+
+def test_timed_model_forward_is_the_models(script: ModuleType) -> None:
+    from deqcert import create_solver
+    from deqcert.testing.oracles import LinearOracle
+
+    model, x = LinearOracle.with_p_a(0.9, 0.25)
+    clock = script.Clock()
+    timed = script.TimedModel(model, clock)
+    batch = torch.stack([x, 1 - x])
+    solver = create_solver("naive", max_iter=3)
+    assert torch.equal(timed(batch, solver), model(batch, solver))
+    assert torch.equal(timed(batch), model(batch))
+    assert clock.seconds["chains f"] > 0  # the solve went through the timed members
