@@ -76,7 +76,8 @@ class TimedModel(torch.nn.Module):
         return self.clock.timed(label, self.inner.readout, z)  # type: ignore[no-any-return]
 
     def forward(self, x: Tensor, solver: Any = None, z0: Tensor | None = None) -> Tensor:
-        """The protocol's ``forward``, through the timed members (certifiers do not call it)."""
+        """The protocol's ``forward`` (certifiers do not call it): with a solver, through the
+        timed members; without one, ``inner``'s own forward, untimed."""
         if solver is None:
             return self.inner(x)  # type: ignore[no-any-return]
         return solve_model(self, x, solver, z0)[0]

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..protocols import ABSTAIN, EquilibriumModel, FixedPointSolver, NoiseSampler, SolverResult
+from ..solvers._linalg import finite_rows
 from ..solvers._progress import reads_free
 from ..solvers.rowwise import RowwiseMap, row_evaluations
 
@@ -92,7 +93,8 @@ def votes(logits: Tensor, z: Tensor) -> Tensor:
 def finite_samples(logits: Tensor, z: Tensor) -> Tensor:
     """``(B,)`` mask of the samples whose logits and state are entirely finite (exact).
 
-    A row holding NaN or Inf always has a non-finite sum, so where values can
+    A row holding NaN or Inf always has a non-finite sum
+    (:func:`~deqcert.solvers._linalg.finite_rows`), so where values can
     be read for free (the CPU) all-finite row sums prove every sample finite
     in one cheap pass: about 0.2 ms against 6 ms for ``isfinite(z).all`` on a
     batch of 400 MDEQ states, one thread, which made the check 5 % of an SRS
@@ -104,7 +106,7 @@ def finite_samples(logits: Tensor, z: Tensor) -> Tensor:
     batch = logits.shape[0]
     flat = z.reshape(batch, -1)
     if reads_free(z.device):
-        sums = torch.isfinite(logits.sum(dim=1)) & torch.isfinite(flat.sum(dim=1))
+        sums = finite_rows(logits) & finite_rows(flat)
         if bool(sums.all()):
             return sums
     return torch.isfinite(logits).all(dim=1) & torch.isfinite(flat).all(dim=1)
